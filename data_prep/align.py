@@ -1,0 +1,84 @@
+"""Note-by-note alignment of an engraved strip and a synthesized spectrogram.
+
+Every melody note has an onset: its spectrogram frame is ``round(t * fps)``
+(``dccaflax.audio.onset_frame``, the same rule that places frame centres) and
+its notehead x comes from the point-and-click link of its onset token in the
+LilyPond source.  Tied continuation noteheads link to other tokens and carry
+no onset.  A piece passes only if every onset has exactly one notehead;
+otherwise it is refused with the reason, never kept misaligned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dccaflax import audio
+
+
+class AlignmentError(ValueError):
+  """A note whose onset does not have exactly one notehead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Alignment:
+  """Onsets of one piece, one per distinct onset frame.
+
+  Attributes:
+    onset_frames: ``(P,)`` int32, strictly increasing spectrogram frames.
+    notehead_x: ``(P,)`` float32 notehead centres, px in the strip.
+    note_index: ``(P,)`` int32 index of the (first) melody note of each onset.
+  """
+  onset_frames: np.ndarray
+  notehead_x: np.ndarray
+  note_index: np.ndarray
+
+
+def check_noteheads(notes, noteheads) -> np.ndarray:
+  """Notehead x of every note, ``(n_notes,)`` float32.
+
+  Args:
+    notes: melody notes (``.pitch``, ``.start_s``).
+    noteheads: per note, the x positions of the noteheads linked to its onset.
+
+  Raises:
+    AlignmentError: naming the first note with zero or several noteheads and
+      how many such notes there are.
+  """
+  if len(noteheads) != len(notes):
+    raise AlignmentError(f'{len(notes)} notes but noteheads for '
+                         f'{len(noteheads)}')
+  bad = [i for i, xs in enumerate(noteheads) if len(xs) != 1]
+  if bad:
+    i = bad[0]
+    raise AlignmentError(
+        f'{len(bad)} of {len(notes)} onsets do not have exactly one notehead; '
+        f'first: note {i} (pitch {notes[i].pitch} at {notes[i].start_s:.3f} s)'
+        f' has {len(noteheads[i])}')
+  return np.array([xs[0] for xs in noteheads], np.float32)
+
+
+def align(notes, noteheads, n_frames: int, tempo: float = 1.0) -> Alignment:
+  """Pairs onset frames with notehead positions.
+
+  Args:
+    notes: melody notes in time order (``.pitch``, ``.start_s`` in seconds at
+      tempo factor 1).
+    noteheads: per note, the noteheads linked to its onset token.
+    n_frames: spectrogram length; every onset must fall inside it.
+    tempo: tempo factor the audio was rendered with (times divided by it).
+
+  Returns:
+    One onset per distinct frame: when several notes start in the same frame
+    (faster than 32 ms apart), the first note's notehead is kept.
+  """
+  xs = check_noteheads(notes, noteheads)
+  frames = audio.onset_frame([n.start_s / tempo for n in notes])
+  if len(frames) and (np.any(np.diff(frames) < 0) or frames[-1] >= n_frames):
+    raise AlignmentError(f'onset frames out of order or beyond the '
+                         f'{n_frames}-frame spectrogram')
+  first = np.flatnonzero(np.diff(frames, prepend=-1) > 0)
+  return Alignment(onset_frames=frames[first].astype(np.int32),
+                   notehead_x=xs[first],
+                   note_index=first.astype(np.int32))

@@ -1,0 +1,354 @@
+"""MIDI files -> aligned pieces, cached by content hash, in parallel.
+
+Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
+``engrave`` (LilyPond -> strip + noteheads), ``synth`` (FluidSynth -> audio),
+``dccaflax.audio`` (-> log spectrogram), ``align`` (onsets <-> noteheads).
+
+Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
+inputs and of the source code of the modules that compute it, so a re-run
+redoes only what changed (a new soundfont re-synthesizes but does not
+re-engrave).  Deterministic failures (a LilyPond error, an alignment failure)
+are cached too; timeouts are not.
+
+Nothing is dropped silently: every input file yields one ``Item`` that is
+``ok`` or ``skipped`` with the reason, and a warning line is printed for each
+skip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import multiprocessing
+import os
+import sys
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from data_prep import align as align_lib
+from data_prep import engrave as engrave_lib
+from data_prep import melody as melody_lib
+from data_prep import synth as synth_lib
+from dccaflax import audio
+
+SPLITS = ('train', 'valid', 'test')
+CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
+
+
+class PrepareError(RuntimeError):
+  """Nothing to prepare: a missing input folder, or no usable piece."""
+
+
+@dataclasses.dataclass
+class Item:
+  """One input file's fate, a row of ``prep_report.json``."""
+  file: str
+  split: str
+  status: str = 'ok'          # 'ok' or 'skipped'
+  reason: str = ''
+  stage: str = ''             # where a skipped piece failed
+  n_notes: int = 0
+  n_onsets: int = 0
+  n_overlaps: int = 0
+  piece_path: str = ''        # cached aligned piece (.npz), when ok
+
+  @property
+  def name(self) -> str:
+    return os.path.splitext(os.path.basename(self.file))[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """An aligned piece, as stored in the cache.
+
+  Attributes:
+    name: file stem, e.g. 'ashover_simple_chords_11'.
+    strip: ``(STRIP_HEIGHT, W)`` uint8 unrolled score, 255 = paper.
+    spec: ``(136, T)`` float32 log spectrogram.
+    onset_frames: ``(P,)`` int32 strictly increasing.
+    notehead_x: ``(P,)`` float32 px in the strip.
+    onset_bars: ``(P,)`` int32 1-based bar number of each onset (a pickup bar
+      is bar 0).
+  """
+  name: str
+  strip: np.ndarray
+  spec: np.ndarray
+  onset_frames: np.ndarray
+  notehead_x: np.ndarray
+  onset_bars: np.ndarray
+
+
+def load_piece(path: str) -> Piece:
+  """Reads a cached aligned piece."""
+  with np.load(path) as z:
+    return Piece(name=str(z['name']), strip=z['strip'], spec=z['spec'],
+                 onset_frames=z['onset_frames'], notehead_x=z['notehead_x'],
+                 onset_bars=z['onset_bars'])
+
+
+def list_midi(midi_dir: str, splits: Sequence[str] = SPLITS,
+              limit: int | None = None) -> dict[str, list[str]]:
+  """Sorted ``*.mid`` files of each split folder, at most ``limit`` each.
+
+  Raises:
+    PrepareError: the folder or a split folder is missing, or holds no file.
+  """
+  if not os.path.isdir(midi_dir):
+    raise PrepareError(f'{midi_dir}: no such folder (expected one holding '
+                       f'{"/".join(SPLITS)} with .mid files)')
+  out = {}
+  for split in splits:
+    d = os.path.join(midi_dir, split)
+    if not os.path.isdir(d):
+      raise PrepareError(f'{d}: no such folder (split {split!r})')
+    files = sorted(os.path.join(d, f) for f in os.listdir(d)
+                   if f.lower().endswith(('.mid', '.midi')))
+    if not files:
+      raise PrepareError(f'{d}: no .mid files')
+    out[split] = files[:limit] if limit else files
+  return out
+
+
+# ---------------------------------------------------------------- caching ---
+
+def _code_hash(*modules) -> str:
+  h = hashlib.sha256()
+  for m in modules:
+    h.update(inspect.getsource(m).encode())
+  return h.hexdigest()[:16]
+
+
+_ENGRAVE_CODE = None
+_AUDIO_CODE = None
+
+
+def _codes():
+  global _ENGRAVE_CODE, _AUDIO_CODE
+  if _ENGRAVE_CODE is None:
+    _ENGRAVE_CODE = _code_hash(engrave_lib)
+    _AUDIO_CODE = _code_hash(synth_lib, audio)
+  return _ENGRAVE_CODE, _AUDIO_CODE
+
+
+def _key(*parts) -> str:
+  h = hashlib.sha256()
+  for p in parts:
+    h.update(repr(p).encode())
+    h.update(b'\0')
+  return h.hexdigest()[:32]
+
+
+def _cache_path(cache_dir: str, stage: str, key: str) -> str:
+  d = os.path.join(cache_dir, stage, key[:2])
+  os.makedirs(d, exist_ok=True)
+  return os.path.join(d, key + '.npz')
+
+
+def _save(path: str, **arrays) -> None:
+  tmp = path + f'.tmp{os.getpid()}.npz'
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # atomic: a killed run never leaves half a file
+
+
+def _soundfont_id(name: str) -> tuple[str, int]:
+  path = synth_lib.soundfont_path(name)
+  return os.path.basename(path), os.path.getsize(path)
+
+
+# ------------------------------------------------------------------ stages ---
+
+def _engrave_cached(melodies, cache_dir, timeout_s):
+  """Engravings (or exceptions) of melodies, from cache or one LilyPond run."""
+  code, _ = _codes()
+  keys, out, todo = [], [None] * len(melodies), []
+  for i, mel in enumerate(melodies):
+    src, _ = engrave_lib.lilypond_source(mel)
+    key = _key('engrave', code, src)
+    path = _cache_path(cache_dir, 'engrave', key)
+    keys.append(key)
+    if os.path.exists(path):
+      with np.load(path, allow_pickle=False) as z:
+        if 'error' in z:
+          out[i] = engrave_lib.EngraveError(str(z['error']))
+        else:
+          out[i] = (key, z['strip'], _unflatten(z['heads'], z['counts']))
+    else:
+      todo.append(i)
+  if todo:
+    results = engrave_lib.engrave_many([melodies[i] for i in todo],
+                                       timeout_s=timeout_s)
+    for i, res in zip(todo, results):
+      path = _cache_path(cache_dir, 'engrave', keys[i])
+      if isinstance(res, Exception):
+        if 'timed out' not in str(res).lower():
+          _save(path, error=np.array(str(res)))
+        out[i] = res
+      else:
+        heads, counts = _flatten(res.noteheads)
+        _save(path, strip=res.strip, heads=heads, counts=counts)
+        out[i] = (keys[i], res.strip, res.noteheads)
+  return out
+
+
+def _flatten(noteheads):
+  counts = np.array([len(h) for h in noteheads], np.int32)
+  heads = np.array([x for h in noteheads for x in h], np.float32)
+  return heads, counts
+
+
+def _unflatten(heads, counts):
+  ends = np.cumsum(counts)
+  return tuple(tuple(heads[e - c:e].tolist()) for c, e in zip(counts, ends))
+
+
+def _spectrogram_cached(mel, params, cache_dir):
+  _, code = _codes()
+  notes = tuple((n.pitch, n.start_s, n.end_s) for n in mel.notes)
+  key = _key('audio', code, notes, dataclasses.astuple(params),
+             _soundfont_id(params.soundfont))
+  path = _cache_path(cache_dir, 'audio', key)
+  if os.path.exists(path):
+    with np.load(path) as z:
+      return key, z['spec']
+  wave = synth_lib.synthesize(mel.notes, params, name=mel.name)
+  spec = audio.spectrogram(wave)
+  _save(path, spec=spec)
+  return key, spec
+
+
+def onset_bars(mel, note_index) -> np.ndarray:
+  """1-based bar number of the given notes (bar 0 = pickup), from the MIDI
+  time signatures and the melody's bar grid (``melody.bar_of_tick``)."""
+  return np.array([melody_lib.bar_of_tick(mel, mel.notes[i].start)
+                   for i in note_index], np.int32)
+
+
+def _process_chunk(task):
+  """Worker: (items, cache_dir, params, timeout) -> items filled in."""
+  items, cache_dir, params, timeout_s = task
+  mels = {}
+  for it in items:
+    try:
+      mel = melody_lib.read_melody(it.file)
+    except melody_lib.MidiError as e:
+      it.status, it.stage, it.reason = 'skipped', 'midi', str(e)
+      continue
+    it.n_notes, it.n_overlaps = len(mel.notes), mel.n_overlaps
+    mels[it.file] = mel
+  live = [it for it in items if it.file in mels]
+  try:
+    engraved = _engrave_cached([mels[it.file] for it in live], cache_dir,
+                               timeout_s)
+  except Exception as e:  # pylint: disable=broad-except
+    engraved = [e] * len(live)
+  for it, eng in zip(live, engraved):
+    mel = mels[it.file]
+    if isinstance(eng, Exception):
+      it.status, it.stage, it.reason = 'skipped', 'engrave', str(eng)
+      continue
+    ekey, strip, noteheads = eng
+    try:
+      akey, spec = _spectrogram_cached(mel, params, cache_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      it.status, it.stage, it.reason = 'skipped', 'synth', str(e)
+      continue
+    try:
+      al = align_lib.align(mel.notes, noteheads, spec.shape[1], params.tempo)
+    except align_lib.AlignmentError as e:
+      it.status, it.stage, it.reason = 'skipped', 'align', str(e)
+      continue
+    it.n_onsets = len(al.onset_frames)
+    path = _cache_path(cache_dir, 'pieces', _key('piece', ekey, akey))
+    if not os.path.exists(path):
+      _save(path, name=np.array(mel.name), strip=strip, spec=spec,
+            onset_frames=al.onset_frames, notehead_x=al.notehead_x,
+            onset_bars=onset_bars(mel, al.note_index))
+    it.piece_path = path
+  return items
+
+
+def run(files: dict[str, list[str]], cache_dir: str,
+        params: synth_lib.SynthParams = synth_lib.SynthParams(),
+        workers: int | None = None, timeout_s: float = 120.0,
+        progress: bool = True) -> list[Item]:
+  """Prepares every file; returns one Item per input, in input order.
+
+  Args:
+    files: split -> MIDI paths (``list_midi``).
+    cache_dir: where stage results are cached.
+    params: synthesis parameters.
+    workers: processes (default: all cores).
+    timeout_s: LilyPond / FluidSynth time limit per call.
+    progress: show a progress bar on stderr.
+  """
+  items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
+  chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+  tasks = [(c, cache_dir, params, timeout_s) for c in chunks]
+  workers = workers or os.cpu_count() or 1
+  bar = _progress(len(items), progress)
+  done = []
+  if workers == 1:
+    results = map(_process_chunk, tasks)
+    done = _collect(results, bar)
+  else:
+    ctx = multiprocessing.get_context('spawn' if sys.platform == 'darwin'
+                                      else 'fork')
+    with ctx.Pool(workers) as pool:
+      done = _collect(pool.imap(_process_chunk, tasks), bar)
+  bar.close()
+  return done
+
+
+def _collect(results: Iterable[list[Item]], bar) -> list[Item]:
+  out = []
+  for chunk in results:
+    for it in chunk:
+      if it.status != 'ok':
+        bar.write(f'WARNING: skipped {it.file} [{it.stage}]: {it.reason}')
+    out.extend(chunk)
+    bar.update(len(chunk))
+  return out
+
+
+def _progress(total: int, enabled: bool):
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, desc='pieces', unit='piece',
+                   disable=not enabled, file=sys.stderr)
+
+
+def write_report(items: Sequence[Item], path: str, **extra) -> dict:
+  """Writes ``prep_report.json``: counts and every input with its status."""
+  skipped = [it for it in items if it.status != 'ok']
+  report = {
+      'inputs': len(items),
+      'ok': len(items) - len(skipped),
+      'skipped': len(skipped),
+      'skipped_by_stage': _count(it.stage for it in skipped),
+      'pieces_with_overlaps': sum(it.n_overlaps > 0 for it in items),
+      'notes_changed_by_overlaps': sum(it.n_overlaps for it in items),
+      'onsets': _count_sum(items),
+      **extra,
+      'items': [{k: v for k, v in dataclasses.asdict(it).items()
+                 if k != 'piece_path'} for it in items],
+  }
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(report, f, indent=1)
+  return report
+
+
+def _count(keys) -> dict[str, int]:
+  out: dict[str, int] = {}
+  for k in keys:
+    out[k] = out.get(k, 0) + 1
+  return out
+
+
+def _count_sum(items) -> dict[str, int]:
+  out: dict[str, int] = {}
+  for it in items:
+    out[it.split] = out.get(it.split, 0) + it.n_onsets
+  return out
