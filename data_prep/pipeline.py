@@ -219,11 +219,23 @@ def _spectrogram_cached(mel, params, cache_dir):
   return key, spec
 
 
+def bar_of_tick(mel, tick: int) -> int:
+  """1-based bar number of a tick; 0 in the pickup (anacrusis).
+
+  Uses ``mel.bar_lines`` (bar ``i + 1`` spans ``[bar_lines[i],
+  bar_lines[i + 1])``); without bar lines, a regular grid of the first time
+  signature from tick 0.
+  """
+  if mel.bar_lines:
+    return int(np.searchsorted(mel.bar_lines, tick, side='right'))
+  _, num, den = mel.time_signatures[0] if mel.time_signatures else (0, 4, 4)
+  return 1 + tick // melody_lib.bar_ticks(num, den, mel.ticks_per_beat)
+
+
 def onset_bars(mel, note_index) -> np.ndarray:
-  """1-based bar number of the given notes (bar 0 = pickup), from the MIDI
-  time signatures and the melody's bar grid (``melody.bar_of_tick``)."""
-  return np.array([melody_lib.bar_of_tick(mel, mel.notes[i].start)
-                   for i in note_index], np.int32)
+  """``(P,)`` int32 bar number of each onset (see ``bar_of_tick``)."""
+  return np.array([bar_of_tick(mel, mel.notes[i].start) for i in note_index],
+                  np.int32)
 
 
 def _process_chunk(task):
