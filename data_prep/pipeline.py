@@ -319,7 +319,8 @@ def _collect(results: Iterable[list[Item]], bar) -> list[Item]:
   for chunk in results:
     for it in chunk:
       if it.status != 'ok':
-        bar.write(f'WARNING: skipped {it.file} [{it.stage}]: {it.reason}')
+        bar.write(f'WARNING: skipped {it.file} [{it.stage}]: {it.reason}',
+                  file=sys.stderr)
     out.extend(chunk)
     bar.update(len(chunk))
   return out

@@ -13,7 +13,6 @@ Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 
@@ -21,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from data_prep import build
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -45,48 +45,13 @@ _SOUNDFONT = flags.DEFINE_string('soundfont', 'fluidr3',
 _TEMPO = flags.DEFINE_float('tempo', 1.0, 'Tempo factor of the synthesis.')
 
 
-def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
-            splits=pipeline.SPLITS, limit: int | None = None,
-            workers: int | None = None, download: bool = False,
-            params: synth.SynthParams = synth.SynthParams(),
-            progress: bool = True) -> dict:
-  """Builds the TFDS configs; returns the report (``prep_report.json``).
-
-  Raises:
-    pipeline.PrepareError: no data, a missing folder, or no usable piece.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
-  for split in splits:
-    if split not in pipeline.SPLITS:
-      raise pipeline.PrepareError(f'unknown split {split!r}; expected some '
-                                  f'of {pipeline.SPLITS}')
-  if download and not (midi_dir or os.environ.get(source.ENV_VAR)):
-    midi_dir = source.download(os.path.join(data_dir, 'downloads'))
-  midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'))
-  builder = None
-  for config in configs:
-    builder = nottingham_audio_sheet.NottinghamAudioSheet(
-        config=config, data_dir=data_dir, file_format='array_record',
-        splits=splits, limit=limit, workers=workers, synth_params=params,
-        progress=progress)
-    # A prepare run always rebuilds from the (cached) pieces, so --limit or
-    # --splits changes take effect.
-    shutil.rmtree(builder.data_dir, ignore_errors=True)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=midi_dir))
-  import json  # pylint: disable=g-import-not-at-top
-  with open(builder.report_path) as f:
-    return json.load(f)
-
-
 def main(argv):
   del argv
   configs = ('pairs', 'pieces') if _CONFIG.value == 'both' else (
       _CONFIG.value,)
   t0 = time.time()
   try:
-    report = prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
+    report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
                      tuple(_SPLITS.value), _LIMIT.value, _WORKERS.value,
                      _DOWNLOAD.value,
                      synth.SynthParams(soundfont=_SOUNDFONT.value,

@@ -29,3 +29,149 @@ def midi_dir() -> pathlib.Path:
 def test_pieces(midi_dir) -> list[pathlib.Path]:
   """The first few test-split pieces, sorted by name."""
   return sorted((midi_dir / 'test').glob('*.mid'))[:4]
+
+
+@pytest.fixture(scope='session')
+def prepared(tmp_path_factory, midi_dir):
+  """Both TFDS configs of the first 3 test pieces: (data_dir, report)."""
+  from data_prep import build  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('prepared')
+  report = build.prepare(str(midi_dir), str(data_dir), splits=('test',),
+                           limit=3, workers=2, progress=False)
+  return data_dir, report
+
+
+# --------------------------------------------------------------------------
+# Synthetic aligned data and a tiny trained model (input pipeline, training
+# library and public API tests).  A learnable stand-in for the Nottingham
+# pieces that needs no LilyPond or FluidSynth: pitch p is a notehead at strip
+# row 10 + 3p and a decaying band at spectrogram bins 12p..12p+3.
+# --------------------------------------------------------------------------
+
+
+def synthetic_piece(rng, name: str, n_notes: int) -> dict:
+  """A fake aligned piece with the ``pieces`` config's fields (+ 'spec').
+
+  Returns:
+    dict: 'piece', 'strip' (48, W) uint8, 'spec' (136, T) float32,
+    'spec_codes' (136, T) uint8, 'spec_scale', 'onset_frames' (n,) int32,
+    'notehead_x' (n,) float32, 'onset_bars' (n,) int32.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dccaflax import audio  # pylint: disable=g-import-not-at-top
+  pitch = rng.integers(0, 10, n_notes)
+  x = (30 + np.cumsum(rng.integers(10, 16, n_notes))
+       + rng.uniform(-.5, .5, n_notes))
+  frames = 20 + np.cumsum(rng.integers(8, 16, n_notes))
+  width, length = int(x[-1]) + 30, int(frames[-1]) + 40
+  strip = np.full((48, width), 255, np.uint8)
+  strip[16:33:4] = 120                                    # staff lines
+  spec = np.abs(rng.normal(0, .05, (136, length)))
+  ends = np.append(frames[1:], length)
+  for p, cx, f, e in zip(pitch, x, frames, ends):
+    r, c = 10 + 3 * int(p), int(np.floor(cx + .5))
+    strip[r - 2:r + 2, c - 2:c + 3] = 0
+    spec[12 + 12 * p:16 + 12 * p, f:e] += 2.5 * np.exp(-np.arange(e - f) / 12)
+  spec = spec.astype(np.float32)
+  codes, scale = audio.quantize(spec)
+  return {'piece': name, 'strip': strip, 'spec': spec, 'spec_codes': codes,
+          'spec_scale': np.float32(scale),
+          'onset_frames': frames.astype(np.int32),
+          'notehead_x': x.astype(np.float32),
+          'onset_bars': (np.arange(n_notes) // 4 + 1).astype(np.int32)}
+
+
+def synthetic_split(seed: int, n_pieces: int, n_notes=(30, 60)) -> list:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  return [synthetic_piece(rng, f'synth{seed}_{i:03d}',
+                          int(rng.integers(*n_notes)))
+          for i in range(n_pieces)]
+
+
+def write_synthetic_tfds(data_dir, splits: dict) -> None:
+  """Writes ``{split: [piece]}`` as both TFDS configs of the builder's layout
+  (same features, names and version) through a stand-in builder."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from dccaflax import snippets  # pylint: disable=g-import-not-at-top
+  z = dict(encoding=tfds.features.Encoding.ZLIB)
+  tensor, scalar = tfds.features.Tensor, tfds.features.Scalar
+
+  class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder,
+                             skip_registration=True):
+    name = 'nottingham_audio_sheet'
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='pairs'),
+                       tfds.core.BuilderConfig(name='pieces')]
+
+    def _info(self):
+      if self.builder_config.name == 'pairs':
+        f = {'sheet': tensor(shape=(40, 100), dtype=np.uint8, **z),
+             'spec': tensor(shape=(136, 100), dtype=np.float32, **z),
+             'piece': tfds.features.Text(),
+             'onset_frame': scalar(dtype=np.int32),
+             'notehead_x': scalar(dtype=np.float32),
+             'bar': scalar(dtype=np.int32)}
+      else:
+        f = {'piece': tfds.features.Text(),
+             'strip': tensor(shape=(48, None), dtype=np.uint8, **z),
+             'spec_codes': tensor(shape=(136, None), dtype=np.uint8, **z),
+             'spec_scale': scalar(dtype=np.float32),
+             'onset_frames': tensor(shape=(None,), dtype=np.int32, **z),
+             'notehead_x': tensor(shape=(None,), dtype=np.float32, **z),
+             'onset_bars': tensor(shape=(None,), dtype=np.int32, **z)}
+      return tfds.core.DatasetInfo(builder=self,
+                                   features=tfds.features.FeaturesDict(f),
+                                   disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      return {s: self._generate_examples(p) for s, p in splits.items()}
+
+    def _generate_examples(self, pieces):
+      for p in sorted(pieces, key=lambda p: p['piece']):
+        if self.builder_config.name == 'pieces':
+          yield p['piece'], {k: p[k] for k in (
+              'piece', 'strip', 'spec_codes', 'spec_scale', 'onset_frames',
+              'notehead_x', 'onset_bars')}
+          continue
+        for f, x, b in zip(p['onset_frames'], p['notehead_x'],
+                           p['onset_bars']):
+          yield f'{p["piece"]}/{f:06d}', {
+              'sheet': snippets.sheet_snippet(p['strip'], x),
+              'spec': snippets.spec_excerpt(p['spec'], f),
+              'piece': p['piece'], 'onset_frame': f, 'notehead_x': x,
+              'bar': b}
+
+  for config in ('pairs', 'pieces'):
+    NottinghamAudioSheet(config=config, data_dir=str(data_dir),
+                         file_format='array_record').download_and_prepare()
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory):
+  """Synthetic TFDS data: 10 train, 4 valid, 3 test pieces; the data_dir."""
+  data_dir = tmp_path_factory.mktemp('synthetic_data')
+  write_synthetic_tfds(data_dir, {'train': synthetic_split(1, 10),
+                                  'valid': synthetic_split(2, 4),
+                                  'test': synthetic_split(3, 3)})
+  return data_dir
+
+
+def tiny_train_config(data_dir, **overrides):
+  """Narrow towers (width 0.25, h = 8), batch 32: seconds per epoch on CPU."""
+  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  settings = dict(data_dir=str(data_dir), width=0.25, out_dim=8, epochs=2,
+                  batch_size=32, learning_rate=0.1, val_subset=1000,
+                  fit_pairs=25000, eval_batch_size=128, log_every=5, seed=0)
+  settings.update(overrides)
+  return train_lib.TrainConfig(**settings)
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(tmp_path_factory, synthetic_data):
+  """A 2-epoch tiny run on the synthetic data (uninterrupted): the workdir."""
+  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('trained')
+  train_lib.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
+  return workdir

@@ -1,0 +1,90 @@
+r"""Data preparation speed, pieces/s per stage (no cache).
+
+  python -m data_prep.benchmark --midi_dir DIR [--split test --n 16]
+
+Times each stage on ``--n`` pieces in one process, cold (nothing cached), and
+estimates a full run (1,037 pieces) on all cores.  The real full-run time is
+what ``python -m data_prep.prepare`` prints at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+
+from data_prep import align
+from data_prep import engrave
+from data_prep import melody
+from data_prep import pipeline
+from data_prep import source
+from data_prep import synth
+from dccaflax import audio
+
+_MIDI_DIR = flags.DEFINE_string('midi_dir', None,
+                                f'train/valid/test folder (or ${source.ENV_VAR}).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Split to sample pieces from.')
+_N = flags.DEFINE_integer('n', 16, 'Pieces to time.')
+_OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
+N_FULL = 1037
+
+
+def _timed(fn, *args):
+  t = time.perf_counter()
+  out = fn(*args)
+  return out, time.perf_counter() - t
+
+
+def run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
+  """Seconds per piece of each stage and the estimated full-run minutes."""
+  files = pipeline.list_midi(midi_dir, (split,), n)[split]
+  mels, t_mel = _timed(lambda: [melody.read_melody(f) for f in files])
+  _, t_src = _timed(lambda: [engrave.lilypond_source(m) for m in mels])
+  engs, t_eng = _timed(engrave.engrave_many, mels)
+  waves, t_syn = _timed(lambda: [synth.synthesize(m.notes) for m in mels])
+  specs, t_spec = _timed(lambda: [audio.spectrogram(w) for w in waves])
+  ok = 0
+  t0 = time.perf_counter()
+  for m, e, s in zip(mels, engs, specs):
+    if not isinstance(e, Exception):
+      try:
+        align.align(m.notes, e.noteheads, s.shape[1])
+        ok += 1
+      except align.AlignmentError:
+        pass
+  t_align = time.perf_counter() - t0
+  stages = {'melody': t_mel, 'lilypond_source': t_src, 'engrave': t_eng,
+            'synthesize': t_syn, 'spectrogram': t_spec, 'align': t_align}
+  per_piece = sum(stages.values()) / len(files)
+  cores = os.cpu_count() or 1
+  return {
+      'pieces': len(files), 'aligned': ok, 'cores': cores,
+      'seconds_per_piece': {k: v / len(files) for k, v in stages.items()},
+      'pieces_per_s': {k: len(files) / v for k, v in stages.items()},
+      'total_seconds_per_piece': per_piece,
+      'estimated_full_run_minutes': per_piece * N_FULL / cores / 60,
+  }
+
+
+def main(argv):
+  del argv
+  midi_dir = source.resolve(_MIDI_DIR.value, '/tmp/dccaflax_bench')
+  r = run(midi_dir, _SPLIT.value, _N.value)
+  print(f'{r["pieces"]} pieces from {_SPLIT.value} ({r["aligned"]} aligned), '
+        'one process, nothing cached:')
+  print(f'{"stage":<16} {"s/piece":>8} {"pieces/s":>9}')
+  for k, v in r['seconds_per_piece'].items():
+    print(f'{k:<16} {v:8.3f} {r["pieces_per_s"][k]:9.1f}')
+  print(f'{"total":<16} {r["total_seconds_per_piece"]:8.3f}')
+  print(f'estimated full run ({N_FULL} pieces, {r["cores"]} processes): '
+        f'{r["estimated_full_run_minutes"]:.1f} min (+ TFDS writing)')
+  if _OUT.value:
+    with open(_OUT.value, 'w') as f:
+      json.dump(r, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)

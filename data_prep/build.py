@@ -1,0 +1,45 @@
+"""Builds the TFDS configs of the Nottingham audio/sheet data set."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from data_prep import pipeline
+from data_prep import source
+from data_prep import synth
+
+
+def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
+            splits=pipeline.SPLITS, limit: int | None = None,
+            workers: int | None = None, download: bool = False,
+            params: synth.SynthParams = synth.SynthParams(),
+            progress: bool = True) -> dict:
+  """Builds the TFDS configs; returns the report (``prep_report.json``).
+
+  Raises:
+    pipeline.PrepareError: no data, a missing folder, or no usable piece.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
+  for split in splits:
+    if split not in pipeline.SPLITS:
+      raise pipeline.PrepareError(f'unknown split {split!r}; expected some '
+                                  f'of {pipeline.SPLITS}')
+  if download and not (midi_dir or os.environ.get(source.ENV_VAR)):
+    midi_dir = source.download(os.path.join(data_dir, 'downloads'))
+  midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'))
+  builder = None
+  for config in configs:
+    builder = nottingham_audio_sheet.NottinghamAudioSheet(
+        config=config, data_dir=data_dir, file_format='array_record',
+        splits=splits, limit=limit, workers=workers, synth_params=params,
+        progress=progress)
+    # A prepare run always rebuilds from the (cached) pieces, so --limit or
+    # --splits changes take effect.
+    shutil.rmtree(builder.data_dir, ignore_errors=True)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=midi_dir))
+  with open(builder.report_path) as f:
+    return json.load(f)

@@ -1,0 +1,94 @@
+"""Figures of prepared data: a piece's strip over its spectrogram, with
+snippet pairs like the paper's Figure 1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dccaflax import audio
+from dccaflax import snippets
+
+
+def find_piece(data_dir: str, name: str | None, split: str | None = None):
+  """The ``pieces`` example of a piece (dict of numpy arrays) and its split.
+
+  Raises:
+    KeyError: unknown piece, listing a few known names.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  sources = tfds.data_source('nottingham_audio_sheet/pieces',
+                             data_dir=data_dir)
+  names = []
+  for s in ([split] if split else sorted(sources)):
+    if s not in sources:
+      raise KeyError(f'split {s!r} not prepared in {data_dir} '
+                     f'(have {sorted(sources)})')
+    src = sources[s]
+    for i in range(len(src)):
+      ex = src[i]
+      piece = ex['piece'].decode()
+      if name is None or piece == name:
+        return ex, s
+      names.append(piece)
+  raise KeyError(f'no piece {name!r} in {data_dir}; some known: '
+                 f'{", ".join(names[:5])}')
+
+
+def draw(ex, out: str, start_s: float = 0.0, seconds: float = 10.0,
+         n_pairs: int = 6) -> str:
+  """Writes the figure for one ``pieces`` example; returns ``out``."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  strip = ex['strip']
+  spec = audio.dequantize(ex['spec_codes'], float(ex['spec_scale']))
+  frames, xs = ex['onset_frames'], ex['notehead_x']
+  f0 = int(start_s * snippets.FPS)
+  f1 = min(spec.shape[1], int((start_s + seconds) * snippets.FPS))
+  sel = np.flatnonzero((frames >= f0) & (frames < f1))
+  if not len(sel):
+    raise ValueError(f'no onset between {start_s} s and {start_s + seconds} s')
+  x0 = max(0, int(xs[sel[0]]) - 60)
+  x1 = min(strip.shape[1], int(xs[sel[-1]]) + 60)
+  colors = plt.cm.tab10(np.arange(len(sel)) % 10)
+
+  fig = plt.figure(figsize=(14, 7.5))
+  gs = fig.add_gridspec(4, n_pairs, height_ratios=[1.1, 2.2, 0.9, 2.2],
+                        hspace=0.7)
+  ax = fig.add_subplot(gs[0, :])
+  ax.imshow(strip[:, x0:x1], cmap='gray', vmin=0, vmax=255, aspect='auto',
+            extent=(x0, x1, strip.shape[0], 0))
+  ax.scatter(xs[sel], np.full(len(sel), 1.5), c=colors, marker='v', s=18)
+  ax.set_title(f'{ex["piece"].decode()}: unrolled score, noteheads of the '
+               f'{len(sel)} onsets in {start_s:g}-{start_s + seconds:g} s',
+               fontsize=9)
+  ax.set_xlabel('strip x (px)', fontsize=8)
+  ax.tick_params(labelsize=7)
+  ax = fig.add_subplot(gs[1, :])
+  ax.imshow(spec[:, f0:f1], origin='lower', aspect='auto', cmap='magma',
+            extent=(f0, f1, 0, spec.shape[0]))
+  ax.vlines(frames[sel], 0, spec.shape[0] * 0.06, colors=colors, lw=2)
+  ax.vlines(frames[sel], 0, spec.shape[0], colors=colors, lw=0.5, alpha=0.5)
+  ax.set_title('log spectrogram (136 log-frequency bins, 31.25 frames/s) '
+               'with onset frames', fontsize=9)
+  ax.set_xlabel('frame', fontsize=8)
+  ax.tick_params(labelsize=7)
+  picks = sel[np.linspace(0, len(sel) - 1, min(n_pairs, len(sel)))
+              .round().astype(int)]
+  for j, i in enumerate(picks):
+    a = fig.add_subplot(gs[2, j])
+    a.imshow(snippets.sheet_snippet(strip, xs[i]), cmap='gray', vmin=0,
+             vmax=255)
+    a.axvline(snippets.SHEET_WIDTH // 2, color='r', lw=0.6, alpha=0.6)
+    a.set_title(f'onset {i}: x={xs[i]:.0f}', fontsize=7)
+    a.axis('off')
+    a = fig.add_subplot(gs[3, j])
+    a.imshow(snippets.spec_excerpt(spec, frames[i]), origin='lower',
+             cmap='magma', aspect='auto')
+    a.axvline(snippets.SPEC_FRAMES // 2, color='c', lw=0.6, alpha=0.6)
+    a.set_title(f'frame {frames[i]}', fontsize=7)
+    a.axis('off')
+  fig.savefig(out, dpi=110, bbox_inches='tight')
+  plt.close(fig)
+  return out

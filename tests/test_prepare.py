@@ -1,0 +1,225 @@
+"""Data preparation end to end: real LilyPond, FluidSynth and TFDS."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from data_prep import align
+from data_prep import pipeline
+from data_prep import figures
+from data_prep import source
+from data_prep import synth
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_READ_WITHOUT_TF = textwrap.dedent('''
+    import sys, json
+    import importlib.util
+    # TensorFlow is no dependency: this environment must not have it.
+    assert importlib.util.find_spec('tensorflow') is None, 'TF is installed'
+    import numpy as np
+    import tensorflow_datasets as tfds
+    from dccaflax import audio, snippets
+    pairs = tfds.data_source('nottingham_audio_sheet/pairs', data_dir=sys.argv[1])['test']
+    pieces = tfds.data_source('nottingham_audio_sheet/pieces', data_dir=sys.argv[1])['test']
+    keys, n = [], 0
+    for p in range(len(pieces)):
+      ex = pieces[p]
+      spec = audio.dequantize(ex['spec_codes'], ex['spec_scale'])
+      assert ex['strip'].dtype == np.uint8 and ex['strip'].shape[0] == 48
+      for f, x in zip(ex['onset_frames'], ex['notehead_x']):
+        pr = pairs[n]; n += 1
+        assert pr['piece'] == ex['piece'] and pr['onset_frame'] == f
+        assert pr['sheet'].shape == (40, 100) and pr['sheet'].dtype == np.uint8
+        assert pr['spec'].shape == (136, 100) and pr['spec'].dtype == np.float32
+        assert (pr['sheet'] == snippets.sheet_snippet(ex['strip'], x)).all()
+        err = np.abs(pr['spec'] - snippets.spec_excerpt(spec, f)).max()
+        assert err <= ex['spec_scale'] / 126 + 1e-5, err
+        keys.append((ex['piece'].decode(), int(f)))
+    assert n == len(pairs), (n, len(pairs))
+    assert keys == sorted(keys)
+    print(json.dumps({'pairs': n, 'pieces': len(pieces),
+                      'tf_loaded': 'tensorflow' in sys.modules}))
+''')
+
+
+def test_prepare_builds_both_configs_readable_without_tensorflow(prepared):
+  data_dir, report = prepared
+  assert report['inputs'] == 3 and report['ok'] + report['skipped'] == 3
+  assert report['ok'] >= 2, report
+  on_disk = json.loads((data_dir / 'prep_report.json').read_text())
+  assert on_disk['inputs'] == 3 and len(on_disk['items']) == 3
+  out = subprocess.run([sys.executable, '-c', _READ_WITHOUT_TF, str(data_dir)],
+                       capture_output=True, text=True, cwd=_REPO, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got['pairs'] == report['onsets']['test'] and got['pieces'] == report['ok']
+  assert not got['tf_loaded']
+
+
+def test_pieces_config_is_compact(prepared):
+  data_dir, _ = prepared
+  folder = data_dir / 'nottingham_audio_sheet' / 'pieces' / '1.0.0'
+  info = json.loads((folder / 'dataset_info.json').read_text())
+  size = sum(f.stat().st_size for f in folder.glob('*array_record*'))
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  src = tfds.data_source('nottingham_audio_sheet/pieces', data_dir=data_dir)
+  frames = sum(src['test'][i]['spec_codes'].shape[1]
+               for i in range(len(src['test'])))
+  strip_px = sum(src['test'][i]['strip'].size for i in range(len(src['test'])))
+  # Budget: 64 bytes per frame for the spectrogram; the strips come on top.
+  assert size < 64 * frames + strip_px, (size, frames, strip_px, info['name'])
+
+
+def test_show_draws_a_figure(prepared, tmp_path):
+  data_dir, _ = prepared
+  ex, split = figures.find_piece(str(data_dir), None)
+  out = figures.draw(ex, str(tmp_path / 'fig.png'), seconds=6)
+  assert split == 'test' and os.path.getsize(out) > 20_000
+  with pytest.raises(KeyError, match='no piece'):
+    figures.find_piece(str(data_dir), 'no_such_piece')
+
+
+def _bad_inputs(folder: pathlib.Path, good: pathlib.Path) -> dict[str, str]:
+  """A test split with one good piece and one of each kind of bad file."""
+  d = folder / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(good, d / 'a_good.mid')
+  (d / 'b_empty.mid').write_bytes(b'')
+  (d / 'c_text.mid').write_text('this is not a MIDI file\n')
+  (d / 'd_truncated.mid').write_bytes(good.read_bytes()[:60])
+  pm = pretty_midi.PrettyMIDI()
+  pm.instruments.append(pretty_midi.Instrument(program=0))
+  pm.write(str(d / 'e_no_notes.mid'))
+  return {'a_good': 'ok', 'b_empty': 'midi', 'c_text': 'midi',
+          'd_truncated': 'midi', 'e_no_notes': 'midi'}
+
+
+def test_bad_inputs_are_skipped_and_reported(tmp_path, test_pieces, capsys):
+  expected = _bad_inputs(tmp_path / 'midi', test_pieces[0])
+  files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
+  items = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert [it.name for it in items] == sorted(expected)
+  for it in items:
+    want = expected[it.name]
+    if want == 'ok':
+      assert it.status == 'ok' and it.n_onsets > 10 and it.piece_path
+    else:
+      assert it.status == 'skipped' and it.stage == want
+      assert it.file in it.reason  # the reason names the file
+  err = capsys.readouterr().err
+  assert err.count('WARNING: skipped') == 4
+  report = pipeline.write_report(items, str(tmp_path / 'r.json'))
+  assert (report['inputs'], report['ok'], report['skipped']) == (5, 1, 4)
+  assert report['skipped_by_stage'] == {'midi': 4}
+
+
+def test_lilypond_timeout_is_a_skip_not_a_crash(tmp_path, test_pieces):
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(test_pieces[1], d)
+  items = pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
+                       str(tmp_path / 'cache'), workers=1, timeout_s=0.05,
+                       progress=False)
+  assert items[0].status == 'skipped' and items[0].stage == 'engrave'
+  assert 'timed out' in items[0].reason
+  # A timeout is not cached: with time enough, the same piece goes through.
+  items = pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
+                       str(tmp_path / 'cache'), workers=1, progress=False)
+  assert items[0].status == 'ok', items[0].reason
+
+
+def test_cache_redoes_only_what_changed(tmp_path, test_pieces, monkeypatch):
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(test_pieces[2], d)
+  files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
+  first = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert first[0].status == 'ok'
+
+  def boom(*a, **k):
+    raise AssertionError('engraving should have come from the cache')
+  monkeypatch.setattr(pipeline.engrave_lib, 'engrave_many', boom)
+  again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert again[0].piece_path == first[0].piece_path
+  faster = pipeline.run(files, str(tmp_path / 'cache'),
+                        synth.SynthParams(tempo=1.25), workers=1,
+                        progress=False)  # re-synthesized, not re-engraved
+  assert faster[0].status == 'ok' and faster[0].piece_path != first[0].piece_path
+  assert faster[0].n_onsets == first[0].n_onsets
+  a = pipeline.load_piece(first[0].piece_path)
+  b = pipeline.load_piece(faster[0].piece_path)
+  np.testing.assert_array_equal(a.strip, b.strip)
+  np.testing.assert_allclose(b.onset_frames, np.floor(a.onset_frames / 1.25 + 0.5),
+                             atol=1)
+
+
+def test_alignment_refuses_missing_or_doubled_noteheads():
+  Note = pipeline.melody_lib.Note
+  notes = [Note(60 + i, 480 * i, 480 * i + 400, 0.5 * i, 0.5 * i + 0.4)
+           for i in range(4)]
+  ok = align.align(notes, [(10.0,), (20.0,), (30.0,), (40.0,)], 100)
+  np.testing.assert_array_equal(ok.onset_frames, [0, 16, 31, 47])
+  np.testing.assert_array_equal(ok.notehead_x, [10, 20, 30, 40])
+  with pytest.raises(align.AlignmentError, match='note 1 .* has 0'):
+    align.align(notes, [(10.0,), (), (30.0,), (40.0,)], 100)
+  with pytest.raises(align.AlignmentError, match='2 of 4 onsets'):
+    align.align(notes, [(10.0,), (20.0,), (30.0, 31.0), ()], 100)
+  with pytest.raises(align.AlignmentError, match='beyond'):
+    align.align(notes, [(10.0,), (20.0,), (30.0,), (40.0,)], 40)
+
+
+def test_notes_in_one_frame_make_one_pair():
+  Note = pipeline.melody_lib.Note
+  notes = [Note(60, 0, 10, 0.0, 0.01), Note(62, 10, 20, 0.01, 0.02),
+           Note(64, 20, 30, 0.5, 0.6)]
+  al = align.align(notes, [(1.0,), (2.0,), (3.0,)], 30)
+  np.testing.assert_array_equal(al.onset_frames, [0, 16])
+  np.testing.assert_array_equal(al.note_index, [0, 2])
+
+
+def _cli(*args, env=None):
+  return subprocess.run([sys.executable, '-m', 'data_prep.prepare', *args],
+                        capture_output=True, text=True, cwd=_REPO, env=env,
+                        check=False)
+
+
+def test_cli_missing_folder_and_nothing_usable(tmp_path, test_pieces):
+  out = _cli('--midi_dir', str(tmp_path / 'nope'), '--data_dir',
+             str(tmp_path / 'd'))
+  assert out.returncode != 0 and 'no such file or folder' in out.stderr
+  expected = _bad_inputs(tmp_path / 'bad', test_pieces[0])
+  os.remove(tmp_path / 'bad' / 'test' / 'a_good.mid')
+  out = _cli('--midi_dir', str(tmp_path / 'bad'), '--data_dir',
+             str(tmp_path / 'd'), '--splits', 'test', '--workers', '1')
+  assert out.returncode != 0 and 'no usable piece' in out.stderr
+  report = json.loads((tmp_path / 'd' / 'prep_report.json').read_text())
+  assert report['inputs'] == len(expected) - 1 and report['ok'] == 0
+  env = {k: v for k, v in os.environ.items() if k != source.ENV_VAR}
+  out = _cli('--data_dir', str(tmp_path / 'd'), env=env)
+  assert out.returncode != 0 and 'Nottingham.zip' in out.stderr
+
+
+def test_zip_is_extracted(tmp_path, test_pieces):
+  zpath = tmp_path / 'Nottingham.zip'
+  with zipfile.ZipFile(zpath, 'w') as z:
+    for split in pipeline.SPLITS:
+      z.write(test_pieces[0], f'Nottingham/{split}/{test_pieces[0].name}')
+  root = source.resolve(str(zpath), str(tmp_path / 'work'))
+  files = pipeline.list_midi(root)
+  assert {s: len(f) for s, f in files.items()} == {s: 1 for s in pipeline.SPLITS}
+  (tmp_path / 'junk.zip').write_bytes(b'PK nonsense')
+  with pytest.raises(pipeline.PrepareError, match='not a zip'):
+    source.resolve(str(tmp_path / 'junk.zip'), str(tmp_path / 'work2'))
