@@ -17,6 +17,7 @@ skip.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -24,7 +25,7 @@ import json
 import multiprocessing
 import os
 import sys
-from typing import Iterable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -282,11 +283,15 @@ def _process_chunk(task):
   return items
 
 
-def run(files: dict[str, list[str]], cache_dir: str,
-        params: synth_lib.SynthParams = synth_lib.SynthParams(),
-        workers: int | None = None, timeout_s: float = 120.0,
-        progress: bool = True) -> list[Item]:
-  """Prepares every file; returns one Item per input, in input order.
+def run_iter(files: dict[str, list[str]], cache_dir: str,
+             params: synth_lib.SynthParams = synth_lib.SynthParams(),
+             workers: int | None = None, timeout_s: float = 120.0,
+             progress: bool = True) -> Iterator[Item]:
+  """Prepares every file, yielding one Item per input in input order.
+
+  Items come as soon as their chunk is done, so a consumer (the TFDS writer)
+  works while the worker processes go on with later pieces.  A warning line is
+  printed for every skipped input.
 
   Args:
     files: split -> MIDI paths (``list_midi``).
@@ -300,30 +305,31 @@ def run(files: dict[str, list[str]], cache_dir: str,
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
   tasks = [(c, cache_dir, params, timeout_s) for c in chunks]
   workers = workers or os.cpu_count() or 1
-  bar = _progress(len(items), progress)
-  done = []
-  if workers == 1:
-    results = map(_process_chunk, tasks)
-    done = _collect(results, bar)
-  else:
-    ctx = multiprocessing.get_context('spawn' if sys.platform == 'darwin'
-                                      else 'fork')
-    with ctx.Pool(workers) as pool:
-      done = _collect(pool.imap(_process_chunk, tasks), bar)
-  bar.close()
-  return done
+  with contextlib.ExitStack() as stack:
+    bar = stack.enter_context(_progress(len(items), progress))
+    if workers == 1:
+      results = map(_process_chunk, tasks)
+    else:
+      ctx = multiprocessing.get_context('spawn' if sys.platform == 'darwin'
+                                        else 'fork')
+      results = stack.enter_context(ctx.Pool(workers)).imap(_process_chunk,
+                                                             tasks)
+    for chunk in results:
+      bar.update(len(chunk))
+      for it in chunk:
+        if it.status != 'ok':
+          bar.write(f'WARNING: skipped {it.file} [{it.stage}]: {it.reason}',
+                    file=sys.stderr)
+        yield it
 
 
-def _collect(results: Iterable[list[Item]], bar) -> list[Item]:
-  out = []
-  for chunk in results:
-    for it in chunk:
-      if it.status != 'ok':
-        bar.write(f'WARNING: skipped {it.file} [{it.stage}]: {it.reason}',
-                  file=sys.stderr)
-    out.extend(chunk)
-    bar.update(len(chunk))
-  return out
+def run(files: dict[str, list[str]], cache_dir: str,
+        params: synth_lib.SynthParams = synth_lib.SynthParams(),
+        workers: int | None = None, timeout_s: float = 120.0,
+        progress: bool = True) -> list[Item]:
+  """``run_iter`` as a list: one Item per input, in input order."""
+  return list(run_iter(files, cache_dir, params, workers, timeout_s,
+                       progress))
 
 
 def _progress(total: int, enabled: bool):
