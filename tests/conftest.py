@@ -150,19 +150,21 @@ def write_synthetic_tfds(data_dir, splits: dict) -> None:
 
 @pytest.fixture(scope='session')
 def synthetic_data(tmp_path_factory):
-  """Synthetic TFDS data: 10 train, 4 valid, 3 test pieces; the data_dir."""
+  """Synthetic TFDS data: 6 train, 3 valid, 2 test pieces; the data_dir."""
   data_dir = tmp_path_factory.mktemp('synthetic_data')
-  write_synthetic_tfds(data_dir, {'train': synthetic_split(1, 10),
-                                  'valid': synthetic_split(2, 4),
-                                  'test': synthetic_split(3, 3)})
+  write_synthetic_tfds(data_dir, {'train': synthetic_split(1, 6),
+                                  'valid': synthetic_split(2, 3),
+                                  'test': synthetic_split(3, 2)})
   return data_dir
 
 
 def tiny_train_config(data_dir, **overrides):
-  """Narrow towers (width 0.25, h = 8), batch 32: seconds per epoch on CPU."""
+  """Narrow towers (width 0.25, h = 8), batch 32, 4 epochs of 8 steps,
+  evaluated and checkpointed every 2: seconds per epoch on CPU."""
   from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
-  settings = dict(data_dir=str(data_dir), width=0.25, out_dim=8, epochs=2,
-                  batch_size=32, learning_rate=0.1, val_subset=1000,
+  settings = dict(data_dir=str(data_dir), width=0.25, out_dim=8, epochs=4,
+                  eval_every=2, batch_size=32, learning_rate=0.1,
+                  val_subset=1000,
                   fit_pairs=25000, eval_batch_size=128, log_every=5, seed=0)
   settings.update(overrides)
   return train_lib.TrainConfig(**settings)
@@ -170,8 +172,108 @@ def tiny_train_config(data_dir, **overrides):
 
 @pytest.fixture(scope='session')
 def trained_workdir(tmp_path_factory, synthetic_data):
-  """A 2-epoch tiny run on the synthetic data (uninterrupted): the workdir."""
+  """A 4-epoch tiny run on the synthetic data (uninterrupted): the workdir."""
   from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('trained')
   train_lib.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
   return workdir
+
+
+# --------------------------------------------------------------------------
+# Real pieces and a tiny model that has seen them (index, query, identify and
+# notebook tests).  The first 3 Nottingham test pieces are prepared as the
+# train, valid AND test splits, so a few dozen SGD steps give a model that
+# retrieves and identifies these pieces: the tests check the plumbing (front
+# end, geometry, voting, files), not generalisation.
+# --------------------------------------------------------------------------
+
+REAL_PIECES = 3
+
+
+def tiny_real_config(data_dir, **overrides):
+  """Width 0.25, h = 16, batch 50, 3 epochs (39 steps) on the 3 pieces."""
+  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  settings = dict(data_dir=str(data_dir), width=0.25, out_dim=16, epochs=3,
+                  batch_size=50, learning_rate=0.05, val_subset=1000,
+                  fit_pairs=25000, eval_every=3, eval_batch_size=256,
+                  log_every=100, seed=0)
+  settings.update(overrides)
+  return train_lib.TrainConfig(**settings)
+
+
+@pytest.fixture(scope='session')
+def real_midi(tmp_path_factory, midi_dir) -> pathlib.Path:
+  """A MIDI folder whose train/valid/test each link the first 3 test pieces."""
+  root = tmp_path_factory.mktemp('real_midi')
+  files = sorted((midi_dir / 'test').glob('*.mid'))[:REAL_PIECES]
+  for split in ('train', 'valid', 'test'):
+    (root / split).mkdir()
+    for f in files:
+      (root / split / f.name).symlink_to(f)
+  return root
+
+
+@pytest.fixture(scope='session')
+def real_data(tmp_path_factory, real_midi) -> pathlib.Path:
+  """Both TFDS configs of ``real_midi`` (3 pieces per split): the data_dir."""
+  from data_prep import build  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('real_data')
+  build.prepare(str(real_midi), str(data_dir), limit=REAL_PIECES, workers=2,
+                progress=False)
+  return data_dir
+
+
+@pytest.fixture(scope='session')
+def real_model(tmp_path_factory, real_data) -> pathlib.Path:
+  """``tiny_real_config`` trained on ``real_data``: the workdir."""
+  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('real_model')
+  train_lib.train_and_evaluate(tiny_real_config(real_data), str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def real_index(tmp_path_factory, real_model, real_data) -> pathlib.Path:
+  """An index of the test split of ``real_data`` by ``real_model``."""
+  import dccaflax  # pylint: disable=g-import-not-at-top
+  from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
+  model = dccaflax.load(real_model)
+  index = index_lib.build(model, str(real_data), 'test',
+                          workdir=str(real_model))
+  return pathlib.Path(index_lib.save(
+      index, tmp_path_factory.mktemp('real_index') / 'index.npz'))
+
+
+@pytest.fixture(scope='session')
+def recordings(tmp_path_factory, real_midi) -> dict:
+  """Recordings of the first test piece: {'name', 'wav' (the pipeline's
+  rendering: FluidR3, 22,050 Hz mono), 'mp3' (made outside the pipeline:
+  TimGM6mb, stereo 44.1 kHz, right channel at 70 %), 'short' (1.2 s of the
+  wav), 'silent' (5 s of zeros), 'garbage' (not audio)}."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import soundfile  # pylint: disable=g-import-not-at-top
+  from data_prep import melody  # pylint: disable=g-import-not-at-top
+  from data_prep import synth  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('recordings')
+  path = sorted((real_midi / 'test').glob('*.mid'))[0]
+  mel = melody.read_melody(str(path))
+  out = {'name': mel.name}
+  wave = synth.synthesize(mel.notes, synth.SynthParams())
+  out['wav'] = root / 'fluidr3.wav'
+  soundfile.write(out['wav'], wave, 22050)
+  other = synth.synthesize(mel.notes, synth.SynthParams(soundfont='timgm6mb'))
+  import librosa  # pylint: disable=g-import-not-at-top
+  up = librosa.resample(other, orig_sr=22050, target_sr=44100)
+  stereo = np.stack([up, 0.7 * up], axis=1).astype(np.float32)
+  out['mp3'] = root / 'timgm6mb_stereo_44k.mp3'
+  # Block-wise: libsndfile's MP3/Ogg encoders crash on one huge write.
+  with soundfile.SoundFile(out['mp3'], 'w', 44100, 2, format='MP3') as f:
+    for i in range(0, len(stereo), 8192):
+      f.write(stereo[i:i + 8192])
+  out['short'] = root / 'short.wav'
+  soundfile.write(out['short'], wave[22050 * 10:22050 * 10 + 26460], 22050)
+  out['silent'] = root / 'silent.wav'
+  soundfile.write(out['silent'], np.zeros(5 * 22050, np.float32), 22050)
+  out['garbage'] = root / 'garbage.wav'
+  out['garbage'].write_bytes(b'this is not audio' * 100)
+  return out
