@@ -274,7 +274,9 @@ def _process_chunk(task):
       it.status, it.stage, it.reason = 'skipped', 'align', str(e)
       continue
     it.n_onsets = len(al.onset_frames)
-    path = _cache_path(cache_dir, 'pieces', _key('piece', ekey, akey))
+    # The name is part of the key: two files with the same melody (the data
+    # set has a few) must not share one cached piece under one name.
+    path = _cache_path(cache_dir, 'pieces', _key('piece', mel.name, ekey, akey))
     if not os.path.exists(path):
       _save(path, name=np.array(mel.name), strip=strip, spec=spec,
             onset_frames=al.onset_frames, notehead_x=al.notehead_x,

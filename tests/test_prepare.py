@@ -222,3 +222,14 @@ def test_zip_is_extracted(tmp_path, test_pieces):
   (tmp_path / 'junk.zip').write_bytes(b'PK nonsense')
   with pytest.raises(pipeline.PrepareError, match='not a zip'):
     source.resolve(str(tmp_path / 'junk.zip'), str(tmp_path / 'work2'))
+
+
+def test_same_melody_in_two_files_keeps_both_names(tmp_path, test_pieces):
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(test_pieces[0], d / 'first.mid')
+  shutil.copy(test_pieces[0], d / 'second.mid')
+  items = pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
+                       str(tmp_path / 'cache'), workers=1, progress=False)
+  names = [pipeline.load_piece(it.piece_path).name for it in items]
+  assert names == ['first', 'second']
