@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v fluidsynth >/dev/null || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -f /usr/share/sounds/sf3/MuseScore_General.sf3 ] || need+=(musescore-general-soundfont-small)
 ldconfig -p 2>/dev/null | grep -q libcairo.so.2 || need+=(libcairo2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"

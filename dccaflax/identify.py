@@ -1,0 +1,463 @@
+"""Piece identification: which indexed score does a recording play?
+
+The recording's spectrogram is cut into 100-frame (3.2 s) windows every
+``HOP_FRAMES`` = 31 frames (0.99 s); each window retrieves its top-k sheet
+snippets (exact cosine top-k over the index) and every hit votes for its
+piece with weight 1 / rank.  A piece's score is its votes divided by the
+number of voting windows, so it lies in [0, H_k] (H_k = 1 + 1/2 + ... + 1/k)
+whatever the recording's length.  The best-matching score position over time
+is, per window, the bar of the best-ranked hit of the winning piece.
+
+Windows: centres at frames 50, 81, 112, ... while a whole window fits; a
+recording shorter than one window (3.2 s) gives one window centred on it and
+padded with silence (as training pads at piece edges).  Windows whose
+loudest bin is below ``QUIET`` x the recording's loudest bin (log
+spectrogram; about -40 dB for the Nottingham renderings) do not vote: silent
+gaps would otherwise vote at random.
+
+``evaluate`` renders test pieces with a soundfont and tempo the model did
+not train on and reports top-1 / top-5 accuracy and MRR of the true piece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from dccaflax import snippets
+
+HOP_FRAMES = 31        # window hop, frames (0.99 s)
+TOP_K = 10             # sheet snippets retrieved per window
+QUIET = 0.1            # windows below this fraction of the peak do not vote
+_EMBED_BLOCK = 1024    # windows per embedding call when streaming
+
+
+def window_centres(n_frames: int, hop: int = HOP_FRAMES) -> np.ndarray:
+  """``(W,)`` int64 centre frames of the sliding windows (see module doc)."""
+  if n_frames <= 0:
+    raise ValueError('empty spectrogram')
+  if hop < 1:
+    raise ValueError(f'hop must be >= 1 frame, got {hop}')
+  half = snippets.SPEC_FRAMES // 2
+  if n_frames <= snippets.SPEC_FRAMES:
+    return np.array([n_frames // 2], np.int64)
+  return np.arange(half, n_frames - snippets.SPEC_FRAMES + half + 1, hop,
+                   dtype=np.int64)
+
+
+def windows(spec: np.ndarray, hop: int = HOP_FRAMES
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Sliding excerpts of a spectrogram.
+
+  Args:
+    spec: ``(136, T)`` float32 log spectrogram.
+    hop: frames between window centres.
+
+  Returns:
+    ``(centres, excerpts, voting)``: ``(W,)`` int64 centre frames,
+    ``(W, 136, 100)`` float32 excerpts, ``(W,)`` bool (loud enough to vote).
+  """
+  centres = window_centres(spec.shape[1], hop)
+  excerpts = np.stack([snippets.spec_excerpt(spec, c) for c in centres])
+  peak = float(spec.max()) if spec.size else 0.0
+  voting = excerpts.max(axis=(1, 2)) >= QUIET * peak
+  if peak <= 0:
+    voting[:] = False
+  return centres, excerpts, voting
+
+
+@dataclasses.dataclass(frozen=True)
+class Identification:
+  """Result for one recording.
+
+  Attributes:
+    ranking: ``[(piece, score), ...]`` best first; every indexed piece, score
+      0 for those that got no vote (ties keep index order).
+    centre_s: ``(W,)`` window centre times (s) in the recording.
+    voting: ``(W,)`` bool, windows that voted.
+    best_bar: ``(W,)`` int, bar of the winning piece's best-ranked hit in each
+      window, -1 where it had none in the top k.
+    best_rank: ``(W,)`` int, that hit's rank (1-based), 0 where none.
+    best_time_s: ``(W,)`` float, that hit's onset time in the score at the
+      indexed tempo (s), NaN where none.
+  """
+  ranking: list[tuple[str, float]]
+  centre_s: np.ndarray
+  voting: np.ndarray
+  best_bar: np.ndarray
+  best_rank: np.ndarray
+  best_time_s: np.ndarray
+
+  def rank_of(self, piece: str) -> int:
+    """1-based rank of a piece; ties count against it (pessimistic)."""
+    scores = dict(self.ranking)
+    if piece not in scores:
+      raise KeyError(f'unknown piece {piece!r}')
+    s = scores[piece]
+    return sum(1 for p, v in self.ranking if v >= s)
+
+
+def _piece_ids(index) -> tuple[list[str], np.ndarray]:
+  names = index.pieces
+  lookup = {n: i for i, n in enumerate(names)}
+  return names, np.array([lookup[p] for p in index.piece], np.int64)
+
+
+def vote(index, rows: np.ndarray, voting: np.ndarray, centres: np.ndarray,
+         piece_names=None, piece_id=None) -> Identification:
+  """Turns per-window top-k rows into an ``Identification``.
+
+  Args:
+    index: the index.
+    rows: ``(W, k)`` index rows, best first.
+    voting: ``(W,)`` bool.
+    centres: ``(W,)`` centre frames.
+    piece_names, piece_id: ``_piece_ids(index)`` (computed if None).
+  """
+  if piece_names is None:
+    piece_names, piece_id = _piece_ids(index)
+  k = rows.shape[1]
+  weights = 1.0 / np.arange(1, k + 1)
+  votes = np.zeros(len(piece_names))
+  hit_piece = piece_id[rows]                               # (W, k)
+  for w in np.flatnonzero(voting):
+    np.add.at(votes, hit_piece[w], weights)
+  n_voting = int(voting.sum())
+  scores = votes / max(n_voting, 1)
+  order = sorted(range(len(piece_names)), key=lambda i: -scores[i])
+  ranking = [(piece_names[i], float(scores[i])) for i in order]
+  best = order[0]
+  n = rows.shape[0]
+  best_bar = np.full(n, -1, np.int64)
+  best_rank = np.zeros(n, np.int64)
+  best_time = np.full(n, np.nan)
+  for w in range(n):
+    hits = np.flatnonzero(hit_piece[w] == best)
+    if hits.size:
+      row = rows[w, hits[0]]
+      best_bar[w] = index.bar[row]
+      best_rank[w] = hits[0] + 1
+      best_time[w] = index.onset_frame[row] / snippets.FPS
+  return Identification(ranking=ranking, centre_s=centres / snippets.FPS,
+                        voting=voting, best_bar=best_bar, best_rank=best_rank,
+                        best_time_s=best_time)
+
+
+def identify_specs(model, index, specs: Iterable[np.ndarray],
+                   k: int = TOP_K, hop: int = HOP_FRAMES,
+                   progress: Optional[Callable[[int], None]] = None
+                   ) -> list[Identification]:
+  """Identifies many recordings, batching the embedding across them.
+
+  Args:
+    model: ``dccaflax.Model`` (the index's).
+    index: ``dccaflax.index.Index``.
+    specs: ``(136, T_i)`` log spectrograms (an iterable; consumed lazily, so
+      recordings may be produced while earlier ones are embedded).
+    k: sheet snippets per window.
+    hop: frames between windows.
+    progress: called with the number of recordings done so far.
+
+  Returns:
+    one ``Identification`` per spectrogram, in order.
+  """
+  import dccaflax  # pylint: disable=g-import-not-at-top
+  names, pid = _piece_ids(index)
+  k = min(k, len(index))
+  out: list[Optional[Identification]] = []
+  pending = []        # (slot, centres, voting, excerpts)
+
+  def flush():
+    if not pending:
+      return
+    emb = dccaflax.embed_audio(model, np.concatenate([p[3] for p in pending]))
+    _, rows = index.search_sheets(emb, k)
+    start = 0
+    for slot, centres, voting, ex in pending:
+      n = ex.shape[0]
+      out[slot] = vote(index, rows[start:start + n], voting, centres, names,
+                       pid)
+      start += n
+    pending.clear()
+    if progress is not None:
+      progress(sum(o is not None for o in out))
+
+  for spec in specs:
+    centres, excerpts, voting = windows(spec, hop)
+    out.append(None)
+    pending.append((len(out) - 1, centres, voting, excerpts))
+    if sum(p[3].shape[0] for p in pending) >= _EMBED_BLOCK:
+      flush()
+  flush()
+  return out  # type: ignore[return-value]
+
+
+def identify(model, index, spec: np.ndarray, k: int = TOP_K,
+             hop: int = HOP_FRAMES) -> Identification:
+  """Identifies one recording's ``(136, T)`` spectrogram."""
+  return identify_specs(model, index, [spec], k, hop)[0]
+
+
+def format_identification(ident: Identification, top: int = 5,
+                          timeline: bool = True) -> str:
+  """Ranked pieces and the winning piece's bar over time, as text."""
+  n_vote = int(ident.voting.sum())
+  hop_s = (float(np.diff(ident.centre_s[:2])[0]) if len(ident.centre_s) > 1
+           else HOP_FRAMES / snippets.FPS)
+  lines = [f'{len(ident.centre_s)} windows of 3.2 s every '
+           f'{hop_s:.2f} s, {n_vote} voting; '
+           'score = votes (1/rank of each top-k hit) per voting window']
+  lines.append(f'{"rank":>4}  {"score":>6}  piece')
+  for i, (p, s) in enumerate(ident.ranking[:top], 1):
+    lines.append(f'{i:>4}  {s:6.3f}  {p}')
+  if timeline:
+    best = ident.ranking[0][0]
+    lines.append(f'best-matching position in {best} over time:')
+    lines.append(f'{"time_s":>8}  {"bar":>4}  {"hit_rank":>8}  {"score_s":>7}')
+    for t, v, b, r, st in zip(ident.centre_s, ident.voting, ident.best_bar,
+                              ident.best_rank, ident.best_time_s):
+      if not v:
+        lines.append(f'{t:8.2f}  {"":>4}  {"(quiet)":>8}')
+      elif b < 0:
+        lines.append(f'{t:8.2f}  {"-":>4}  {"-":>8}')
+      else:
+        lines.append(f'{t:8.2f}  {b:>4}  {r:>8}  {st:7.2f}')
+  return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# Evaluation: renderings the model never heard
+# --------------------------------------------------------------------------
+
+EVAL_TEMPOS = (0.8, 1.0, 1.25)
+GAP_S = 2.0            # silence between pieces rendered in one batch
+TAIL_S = 1.0           # audio kept after a piece's last note end
+MAX_BATCH = 64         # renderings per FluidSynth call
+
+
+@dataclasses.dataclass(frozen=True)
+class _Note:
+  pitch: int
+  start_s: float
+  end_s: float
+
+
+def render_batch(task) -> list[tuple[str, float, np.ndarray]]:
+  """Worker: renders (piece, tempo) items in ONE FluidSynth call.
+
+  Loading a compressed (.sf3) soundfont takes seconds, so the items are
+  played one after another (``GAP_S`` of silence between), each with its
+  note times divided by its tempo factor, and cut apart; each piece keeps
+  ``TAIL_S`` after its last note end (the release).
+
+  Args:
+    task: ``(items, soundfont)``, items ``[(midi_path, tempo), ...]``.
+
+  Returns:
+    ``[(piece, tempo, spec (136, T) float32), ...]`` in item order.
+  """
+  from data_prep import melody  # pylint: disable=g-import-not-at-top
+  from data_prep import synth  # pylint: disable=g-import-not-at-top
+  from dccaflax import audio  # pylint: disable=g-import-not-at-top
+  items, soundfont = task
+  notes, spans, offset = [], [], 0.0
+  for path, tempo in items:
+    mel = melody.read_melody(path)
+    end = max(n.end_s for n in mel.notes) / tempo
+    notes += [_Note(n.pitch, n.start_s / tempo + offset,
+                    n.end_s / tempo + offset) for n in mel.notes]
+    spans.append((mel.name, tempo, offset, offset + end))
+    offset += end + GAP_S
+  wave = synth.synthesize(notes, synth.SynthParams(soundfont=soundfont),
+                          name=f'{len(items)} renderings', timeout_s=1200)
+  sr = snippets.SAMPLE_RATE
+  out = []
+  for name, tempo, a, b in spans:
+    lo = int(round(a * sr))
+    hi = min(len(wave), int(round((b + TAIL_S) * sr)))
+    out.append((name, tempo, audio.spectrogram(wave[lo:hi])))
+  return out
+
+
+# Soundfonts for evaluation: none of them is used to prepare training data.
+EVAL_SOUNDFONTS = {
+    'musescore': ('/usr/share/sounds/sf3/MuseScore_General.sf3',
+                  '/usr/share/sounds/sf3/MuseScore_General_Lite.sf3',
+                  '/usr/share/sounds/sf2/MuseScore_General.sf2'),
+    'fluidr3mono': ('/usr/share/sounds/sf3/FluidR3Mono_GM.sf3',
+                    '/usr/share/sounds/sf2/FluidR3Mono_GM.sf2'),
+}
+_APT = {'musescore': 'musescore-general-soundfont-small',
+        'fluidr3mono': 'fluidr3mono-gm-soundfont'}
+
+
+def eval_soundfont(name: str) -> str:
+  """Path of an evaluation soundfont given by key or path.
+
+  Raises:
+    FileNotFoundError: not installed, with the Debian package to install.
+  """
+  if name == 'timgm6mb':     # the small soundfont inside pretty_midi
+    from data_prep import synth  # pylint: disable=g-import-not-at-top
+    return synth.soundfont_path(name)
+  if name in EVAL_SOUNDFONTS:
+    for path in EVAL_SOUNDFONTS[name]:
+      if os.path.isfile(path):
+        return path
+    raise FileNotFoundError(
+        f'soundfont {name!r} not installed (looked for '
+        f'{", ".join(EVAL_SOUNDFONTS[name])}); Debian: apt-get install '
+        f'{_APT[name]}')
+  if not os.path.isfile(name):
+    raise FileNotFoundError(f'soundfont {name!r}: no such file (or use one '
+                            f'of {", ".join(EVAL_SOUNDFONTS)})')
+  return name
+
+
+def midi_files(midi_dir: str, split: str, pieces: Sequence[str],
+               log: Callable[[str], None] = print) -> list[str]:
+  """The MIDI file of every piece: ``midi_dir/split/NAME.mid``, else the same
+  name in another split folder (with a warning: the prepared data named a
+  piece after a file of another split).
+
+  Raises:
+    FileNotFoundError: a piece with no file, naming it.
+  """
+  out = []
+  others = [s for s in ('test', 'valid', 'train') if s != split]
+  for p in pieces:
+    for i, s in enumerate([split] + others):
+      path = os.path.join(midi_dir, s, p + '.mid')
+      if os.path.exists(path):
+        if i:
+          log(f'warning: piece {p!r} of the {split} index has no file in '
+              f'{split}/; using {path}')
+        out.append(path)
+        break
+    else:
+      raise FileNotFoundError(f'no MIDI file for piece {p!r} in '
+                              f'{os.path.join(midi_dir, split)}')
+  return out
+
+
+def evaluate(model, index, midi_dir: str, soundfont: str,
+             tempos: Sequence[float] = EVAL_TEMPOS,
+             limit: Optional[int] = None, workers: Optional[int] = None,
+             k: int = TOP_K, hop: int = HOP_FRAMES,
+             log: Callable[[str], None] = print) -> dict:
+  """Identification accuracy on fresh renderings of the indexed pieces.
+
+  Every indexed piece (the first ``limit``) is rendered from its MIDI file
+  with ``soundfont`` at each tempo factor (worker processes, several pieces
+  per FluidSynth call) and identified against ALL indexed pieces.
+
+  Returns:
+    dict: 'tempos': {tempo: {'top1', 'top5' (percent), 'MRR', 'n'}},
+    'per_piece': [{'piece', 'tempo', 'rank', 'winner'}, ...], and the
+    settings (soundfont, k, hop, n_pieces, n_candidate_pieces, seconds).
+  """
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  t0 = time.time()
+  pieces = index.pieces[:limit] if limit else index.pieces
+  files = midi_files(midi_dir, index.split, pieces, log)
+  workers = max(1, workers or os.cpu_count() or 1)
+  items = [(f, float(t)) for t in tempos for f in files]
+  # Few batches (one soundfont load each), but at most MAX_BATCH items
+  # (about an hour of audio, a few hundred MB in the worker).
+  per_batch = max(1, min(MAX_BATCH, -(-len(items) // (2 * workers))))
+  tasks = [(items[i:i + per_batch], soundfont)
+           for i in range(0, len(items), per_batch)]
+  keys: list[tuple[str, float]] = []
+
+  def specs(results):
+    for batch in results:
+      for name, tempo, spec in batch:
+        keys.append((name, tempo))
+        yield spec
+
+  total = len(files) * len(tempos)
+  done = [0]
+
+  def progress(n):
+    if n >= done[0] + 50 or n == total:
+      done[0] = n
+      log(f'identified {n}/{total} renderings ({time.time() - t0:.0f} s)')
+
+  # 'spawn': the workers need no JAX, and forking a process that runs JAX
+  # threads can deadlock.
+  ctx = multiprocessing.get_context('spawn')
+  with ctx.Pool(min(workers, len(tasks))) as pool:
+    idents = identify_specs(model, index, specs(pool.imap(render_batch,
+                                                          tasks)),
+                            k, hop, progress)
+  rows = []
+  for (name, tempo), ident in zip(keys, idents):
+    rows.append({'piece': name, 'tempo': tempo, 'rank': ident.rank_of(name),
+                 'winner': ident.ranking[0][0],
+                 'score': float(dict(ident.ranking)[name])})
+  summary = {}
+  for t in tempos:
+    ranks = np.array([r['rank'] for r in rows if r['tempo'] == float(t)])
+    summary[f'{float(t):g}'] = {
+        'top1': float(100 * np.mean(ranks <= 1)),
+        'top5': float(100 * np.mean(ranks <= 5)),
+        'MRR': float(np.mean(1.0 / ranks)), 'n': int(len(ranks))}
+  return {'tempos': summary, 'soundfont': soundfont, 'k': k, 'hop': hop,
+          'n_pieces': len(files), 'n_candidate_pieces': len(index.pieces),
+          'n_index_pairs': len(index), 'split': index.split,
+          'fingerprint': index.fingerprint,
+          'seconds': round(time.time() - t0, 1), 'per_piece': rows}
+
+
+def markdown(result: dict, title: str = '') -> str:
+  """The evaluation as a Markdown table (one row per tempo factor)."""
+  lines = [f'### {title or "Piece identification"}', '',
+           f'{result["n_pieces"]} {result["split"]} pieces rendered with '
+           f'`{os.path.basename(result["soundfont"])}`'
+           + (' (the training soundfont!)' if 'FluidR3_GM' in
+              result['soundfont'] else ' (not a training soundfont)')
+           + f' queried against all {result["n_candidate_pieces"]} '
+           f'indexed scores ({result["n_index_pairs"]:,} sheet snippets); '
+           f'windows of 3.2 s every {result["hop"]} frames, top-'
+           f'{result["k"]} snippets vote 1/rank.', '',
+           '| tempo factor | top-1 (%) | top-5 (%) | MRR | pieces |',
+           '|---:|---:|---:|---:|---:|']
+  for t, m in result['tempos'].items():
+    lines.append(f'| {t} | {m["top1"]:.1f} | {m["top5"]:.1f} | '
+                 f'{m["MRR"]:.3f} | {m["n"]} |')
+  return '\n'.join(lines) + '\n'
+
+
+def identify_file(workdir: str, index_path: str, audio_path: str, *,
+                  k: int = TOP_K, hop: int = HOP_FRAMES, top: int = 5,
+                  timeline: bool = True, which: str = 'best',
+                  echo=print) -> Identification:
+  """``experiments.identify`` as a function.
+
+  Raises:
+    query.QueryError, audio.AudioError: with a message for the user (missing,
+    unreadable or silent recording, bad index, another model's index).
+  """
+  from dccaflax import audio  # pylint: disable=g-import-not-at-top
+  from dccaflax import query  # pylint: disable=g-import-not-at-top
+  if k < 1 or hop < 1 or top < 1:
+    raise query.QueryError(f'--k, --hop and --top must be >= 1, got {k}, '
+                           f'{hop}, {top}')
+  samples = query.read_span(audio_path)      # refuses silence
+  spec = audio.spectrogram(samples)
+  model, idx = query.load_model_and_index(workdir, index_path, which)
+  seconds = len(samples) / snippets.SAMPLE_RATE
+  excerpt_s = snippets.SPEC_FRAMES / snippets.FPS
+  if spec.shape[1] < snippets.SPEC_FRAMES:
+    echo(f'note: the recording is {seconds:.2f} s, shorter than one window '
+         f'({excerpt_s:.2f} s): one window, padded with silence on both '
+         'sides (as training pads at piece edges)')
+  ident = identify(model, idx, spec, k, hop)
+  echo(f'{audio_path}: {seconds:.1f} s against {len(idx.pieces)} pieces '
+       f'({len(idx):,} sheet snippets, {idx.split} split)')
+  echo(format_identification(ident, top, timeline))
+  return ident
