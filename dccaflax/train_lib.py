@@ -9,7 +9,17 @@ L2-normalised embeddings by cosine similarity.
 
 Data stay on the device: a ``input_pipeline.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.cut_windows``) from pair
-indices, so a step moves only ``(B,)`` int32 indices from the host.
+indices; the epoch's batch order, ``(steps, B)`` int32, goes to the device
+once per epoch and ``train_steps`` runs ``steps_per_dispatch`` SGD steps per
+jitted call, slicing its batches from that order on the device.
+
+Several devices (``data_mesh``): the batch is split over a 1-D mesh (axis
+'data'); parameters, optimizer state and the pieces' arrays are replicated.
+The model is applied to the global batch under ``jit``, so BatchNorm
+statistics and the DCCA covariances are over the whole batch (XLA adds the
+all-reduces) and the step equals the one-device step up to rounding.
+Several hosts: call ``jax.distributed.initialize()`` first; the mesh spans
+all processes' devices and every process feeds the same (seeded) order.
 
 Workdir layout (everything needed to rebuild the model lives here)::
 
@@ -88,6 +98,7 @@ class TrainConfig:
   aug_dy: int = 0                    # max vertical sheet shift, px
   aug_dframe: int = 0                # max onset jitter, frames
   log_every: int = 100               # steps between progress lines
+  steps_per_dispatch: int = 1        # fused SGD steps per jitted call (K)
   max_consecutive_skips: int = 10    # non-finite steps in a row before stop
 
   def to_json(self) -> dict:
@@ -191,46 +202,54 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
-                                             'augment', 'seed'))
-def train_step(state: TrainState, arrays: input_pipeline.Arrays,
-               idx: jax.Array, *, model: models.DCCAModel,
-               optimizer: optax.GradientTransformation, reg: float,
-               augment: tuple[int, int, int] = (0, 0, 0), seed: int = 0
-               ) -> tuple[TrainState, dict]:
-  """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
+def loss_and_grads(params, batch_stats, sheets: jax.Array, specs: jax.Array,
+                   *, model: models.DCCAModel, reg: float):
+  """DCCA loss of one batch, its gradient and the new BatchNorm statistics.
+
+  Under ``jit`` with the batch sharded over a device mesh (see
+  ``data_mesh``), BatchNorm means/variances and the DCCA covariances are
+  reductions over the batch axis of the *global* arrays, so XLA inserts the
+  cross-device all-reduces and the result equals the one-device one.
 
   Args:
-    state: current ``TrainState``.
-    arrays: device ``input_pipeline.Arrays`` of the training pieces.
-    idx: (B,) int32 pair indices.
-    model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
-    augment: static ``(max_dx, max_dy, max_dframe)``; offsets are drawn from
-      ``fold_in(key(seed), state.step)``, so a replay draws the same ones.
-    seed: static base seed of the augmentation keys.
+    params, batch_stats: the towers' variables.
+    sheets: (B, 40, 100) uint8 windows; specs: (B, 136, 100) float32.
+    model: the towers (any compute dtype; outputs are float32).
+    reg: DCCA covariance ridge.
 
   Returns:
-    ``(new_state, metrics)``: metrics 'loss' () float32 (= -total
-    correlation, NaN/inf when skipped), 'finite' () bool, 'skip_run' ()
-    int32.  When the loss or any gradient is non-finite, params,
-    batch_stats and opt_state are returned unchanged, ``skipped`` and
-    ``skip_run`` grow by one; otherwise ``skip_run`` resets to 0.
+    ``((loss, new_batch_stats), grads)``: loss () float32 = -total
+    correlation; grads like ``params`` (float32).
   """
+  def loss_fn(p):
+    (fx, gy), updates = model.apply(
+        {'params': p, 'batch_stats': batch_stats}, sheets, specs,
+        train=True, mutable=['batch_stats'])
+    return cca.dcca_loss(fx, gy, reg), updates['batch_stats']
+  return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def _constrain(x, sharding):
+  return x if sharding is None else jax.lax.with_sharding_constraint(
+      x, sharding)
+
+
+def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
+          model: models.DCCAModel, optimizer: optax.GradientTransformation,
+          reg: float, augment: tuple[int, int, int], seed: int,
+          batch_sharding) -> tuple[TrainState, dict]:
+  """The body of ``train_step`` and of ``train_steps`` (traced, not jitted)."""
+  idx = _constrain(idx, batch_sharding)
   offsets = (0, 0, 0)
   if any(augment):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     offsets = input_pipeline.random_offsets(rng, idx.shape[0], *augment)
   sheets, specs = input_pipeline.cut_windows(
       arrays.strips, arrays.specs, arrays.x[idx], arrays.frame[idx], *offsets)
-
-  def loss_fn(params):
-    (fx, gy), updates = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, sheets, specs,
-        train=True, mutable=['batch_stats'])
-    return cca.dcca_loss(fx, gy, reg), updates['batch_stats']
-
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  sheets = _constrain(sheets, batch_sharding)
+  specs = _constrain(specs, batch_sharding)
+  (loss, batch_stats), grads = loss_and_grads(
+      state.params, state.batch_stats, sheets, specs, model=model, reg=reg)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -246,6 +265,137 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
       skip_run=(state.skip_run + 1) * skip)
   return new_state, {'loss': loss, 'finite': finite,
                      'skip_run': new_state.skip_run}
+
+
+@functools.partial(jax.jit, static_argnames=(
+    'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
+    'batch_sharding'))
+def train_steps(state: TrainState, arrays: input_pipeline.Arrays,
+                order: jax.Array, start: jax.Array, count: jax.Array, *,
+                model: models.DCCAModel,
+                optimizer: optax.GradientTransformation, reg: float,
+                augment: tuple[int, int, int] = (0, 0, 0), seed: int = 0,
+                max_steps: int = 1, batch_sharding=None
+                ) -> tuple[TrainState, dict]:
+  """``count`` fused SGD steps in one dispatch: batches ``order[start:start +
+  count]`` one after the other, exactly as ``count`` calls of ``train_step``.
+
+  A ``lax.fori_loop`` on the device over rows of the epoch's batch order (the
+  indices never go back to the host); the trip count is dynamic, so one
+  compiled function serves full chunks and an epoch's shorter last chunk.
+  The loop body is compiled on its own, so the parameters after N steps are
+  bit-identical whatever the chunk sizes; against ``train_step`` (XLA fuses a
+  plain step differently) they agree up to float rounding -- which the DCCA
+  gradient of a small batch can amplify, e.g. where rounding flips a
+  max-pool tie on blank paper.  On CPU (XLA:CPU, jax 0.10) a step inside the
+  loop ran ~2.7x slower than ``train_step`` (0.40 vs 1.1 s, width 0.25,
+  batch 32): use ``steps_per_dispatch=1`` there.
+
+  Args:
+    state, arrays, model, optimizer, reg, augment, seed, batch_sharding: as
+      ``train_step``.
+    order: (S, B) int32, the epoch's batches (``input_pipeline.epoch_batches``)
+      on the device (rows sharded like ``batch_sharding`` on several devices).
+    start: () int32, first row of this chunk.
+    count: () int32, steps to take, ``1 <= count <= max_steps`` and
+      ``start + count <= S``.
+    max_steps: static, the size of the metrics buffers (the chunk size K).
+
+  Returns:
+    ``(new_state, metrics)``: metrics 'loss' (K,) float32, 'finite' (K,)
+    bool, 'skip_run' (K,) int32 per step; entries from ``count`` on are
+    NaN / False / -1 (not taken).
+  """
+  metrics = {'loss': jnp.full((max_steps,), jnp.nan, jnp.float32),
+             'finite': jnp.zeros((max_steps,), bool),
+             'skip_run': jnp.full((max_steps,), -1, jnp.int32)}
+
+  def body(i, carry):
+    state, metrics = carry
+    idx = jax.lax.dynamic_index_in_dim(order, start + i, keepdims=False)
+    state, m = _step(state, arrays, idx, model, optimizer, reg, augment, seed,
+                     batch_sharding)
+    metrics = {k: metrics[k].at[i].set(m[k].astype(metrics[k].dtype))
+               for k in metrics}
+    return state, metrics
+
+  return jax.lax.fori_loop(0, count, body, (state, metrics))
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
+                                             'augment', 'seed',
+                                             'batch_sharding'))
+def train_step(state: TrainState, arrays: input_pipeline.Arrays,
+               idx: jax.Array, *, model: models.DCCAModel,
+               optimizer: optax.GradientTransformation, reg: float,
+               augment: tuple[int, int, int] = (0, 0, 0), seed: int = 0,
+               batch_sharding=None) -> tuple[TrainState, dict]:
+  """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
+
+  The default loop (``steps_per_dispatch=1``); ``train_steps`` fuses several.
+
+  Args:
+    state: current ``TrainState``.
+    arrays: device ``input_pipeline.Arrays`` of the training pieces.
+    idx: (B,) int32 pair indices.
+    model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
+    augment: static ``(max_dx, max_dy, max_dframe)``; offsets are drawn from
+      ``fold_in(key(seed), state.step)``, so a replay draws the same ones.
+    seed: static base seed of the augmentation keys.
+    batch_sharding: ``NamedSharding`` of a batch over a device mesh
+      (``data_mesh``, ``PartitionSpec('data')``), or None (one device): the
+      indices, windows and hence the towers' activations are split along the
+      batch axis (static in ``train_steps``).
+
+  Returns:
+    ``(new_state, metrics)``: metrics 'loss' () float32 (= -total
+    correlation, NaN/inf when skipped), 'finite' () bool, 'skip_run' ()
+    int32.  When the loss or any gradient is non-finite, params,
+    batch_stats and opt_state are returned unchanged, ``skipped`` and
+    ``skip_run`` grow by one; otherwise ``skip_run`` resets to 0.
+  """
+  return _step(state, arrays, idx, model, optimizer, reg, augment, seed,
+               batch_sharding)
+
+
+# --------------------------------------------------------------------------
+# Several devices
+# --------------------------------------------------------------------------
+
+
+def data_mesh(batch_size: int, devices=None):
+  """A 1-D ``Mesh`` (axis 'data') for data-parallel steps, or None.
+
+  Uses the largest number of the visible devices (all processes' after
+  ``jax.distributed.initialize``) that divides ``batch_size``; None when that
+  is one device.
+
+  Returns:
+    ``jax.sharding.Mesh`` or None.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  n = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+  if n < len(devices):
+    logging.warning('batch %d is not divisible by the %d devices: using %d',
+                    batch_size, len(devices), n)
+  if n == 1:
+    return None
+  return jax.sharding.Mesh(np.asarray(devices[:n]), ('data',))
+
+
+def put_global(x, sharding):
+  """Host array -> global ``jax.Array`` with ``sharding`` (multi-host safe:
+  every process passes the same ``x`` and keeps only its own shards)."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
+def replicate(tree, mesh):
+  """Every leaf copied to all devices of ``mesh`` (None: left as is)."""
+  if mesh is None:
+    return tree
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda a: put_global(jax.device_get(a), sharding), tree)
 
 
 # --------------------------------------------------------------------------
@@ -630,7 +780,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   """
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
-  _write_config(workdir, config)
+  # Several hosts: every process trains, process 0 alone writes the JSON,
+  # TensorBoard and plot files (orbax coordinates the checkpoints).
+  chief = jax.process_index() == 0
+  if chief:
+    _write_config(workdir, config)
   augment = (config.aug_dx, config.aug_dy, config.aug_dframe)
   input_pipeline.check_augmentation(*augment)
 
@@ -645,12 +799,29 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
                '%d pieces (%.1f MB), loaded in %.1f s', len(train_set),
                len(train_set.names), train_set.nbytes / 1e6, len(val_set),
                len(val_set.names), val_set.nbytes / 1e6, time.time() - t0)
-  train_arrays = jax.device_put(train_set.arrays)
-  val_arrays = jax.device_put(val_set.arrays)
+  if config.steps_per_dispatch < 1:
+    raise ValueError('steps_per_dispatch must be >= 1, got '
+                     f'{config.steps_per_dispatch}')
   n_train = len(train_set)
   steps_per_epoch = input_pipeline.steps_per_epoch(n_train, config.batch_size)
   if steps_per_epoch == 0:
     raise ValueError(f'{n_train} training pairs < batch {config.batch_size}')
+  # Several devices: the batch is split over a 1-D mesh, everything else
+  # (parameters, optimizer state, the pieces' arrays) is replicated.
+  mesh = data_mesh(config.batch_size)
+  if mesh is None:
+    batch_sharding = order_sharding = None
+    train_arrays = jax.device_put(train_set.arrays)
+    val_arrays = jax.device_put(val_set.arrays)
+  else:
+    spec = jax.sharding.PartitionSpec
+    batch_sharding = jax.sharding.NamedSharding(mesh, spec('data'))
+    order_sharding = jax.sharding.NamedSharding(mesh, spec(None, 'data'))
+    train_arrays = replicate(train_set.arrays, mesh)
+    val_arrays = replicate(val_set.arrays, mesh)
+    logging.info('data parallel over %d devices (%d processes): %d pairs '
+                 'per device and step', mesh.size, jax.process_count(),
+                 config.batch_size // mesh.size)
   fit_idx = fit_indices(n_train, config.fit_pairs, config.seed)
   val_idx = validation_subset(len(val_set), config.val_subset)
 
@@ -674,31 +845,50 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
     start_epoch, best = int(meta['epoch']), float(meta['best'])
     logging.info('resumed from %s: epoch %d, step %d', last_dir, start_epoch,
                  int(state.step))
-  history = _read_history(workdir, start_epoch)
+  state = replicate(state, mesh)
+  history = _read_history(workdir, start_epoch) if chief else []
 
-  step_fn = functools.partial(train_step, model=model, optimizer=optimizer,
-                              reg=config.reg, augment=augment,
-                              seed=config.seed)
+  kw = dict(model=model, optimizer=optimizer, reg=config.reg,
+            augment=augment, seed=config.seed, batch_sharding=batch_sharding)
+  fused = config.steps_per_dispatch > 1
+  chunk_fn = functools.partial(train_steps,
+                               max_steps=config.steps_per_dispatch, **kw)
+  step_fn = functools.partial(train_step, **kw)
   # purge_step drops events a killed run wrote after its last checkpoint.
   writer = SummaryWriter(os.path.join(workdir, 'tb'),
-                         purge_step=start_epoch + 1 if start_epoch else None)
+                         purge_step=start_epoch + 1 if start_epoch else None
+                         ) if chief else None
   try:
     for epoch in range(start_epoch, config.epochs):
       batches = input_pipeline.epoch_batches(config.seed, epoch, n_train,
                                              config.batch_size)
       t_epoch = time.time()
       losses, pending = [], None
-      for i, idx in enumerate(batches):
-        state, metrics = step_fn(state, train_arrays, idx)
-        if pending is not None:   # read the previous step: one step of lag
+      if fused:   # the epoch's order goes to the device once
+        order = (jnp.asarray(batches) if order_sharding is None
+                 else put_global(batches, order_sharding))
+      done = 0    # steps dispatched in this epoch
+      while done < steps_per_epoch:
+        # A chunk never crosses the epoch's end: the last one is shorter.
+        count = min(config.steps_per_dispatch, steps_per_epoch - done)
+        if fused:
+          state, metrics = chunk_fn(state, train_arrays, order,
+                                    np.int32(done), np.int32(count))
+        else:
+          idx = batches[done]
+          if batch_sharding is not None:
+            idx = put_global(idx, batch_sharding)
+          state, metrics = step_fn(state, train_arrays, idx)
+        if pending is not None:   # read the previous dispatch: one of lag
           _consume(pending, losses, config)
         pending = metrics
-        if (i + 1) % config.log_every == 0:
+        previous, done = done, done + count
+        if done // config.log_every > previous // config.log_every:
           dt = time.time() - t_epoch
           logging.info('epoch %d step %d/%d: loss %.4f, %.2f steps/s '
-                       '(%.0f pairs/s)', epoch + 1, i + 1, steps_per_epoch,
+                       '(%.0f pairs/s)', epoch + 1, done, steps_per_epoch,
                        np.mean(losses[-config.log_every:] or [np.nan]),
-                       (i + 1) / dt, (i + 1) * config.batch_size / dt)
+                       done / dt, done * config.batch_size / dt)
       _consume(pending, losses, config)
       train_time = time.time() - t_epoch
       epoch_done = epoch + 1
@@ -724,11 +914,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
         save_checkpoint(best_dir, epoch_done, state, projection, meta)
       save_checkpoint(last_dir, epoch_done, state, projection, meta)
       history.append(row)
-      _append_history(workdir, row)
-      for key, value in row.items():
-        if key != 'epoch':   # TensorBoard tags: 'val/a2s_R@10' -> 'val/a2s_R10'
-          writer.add_scalar(key.replace('@', ''), value, epoch_done)
-      writer.flush()
+      if chief:
+        _append_history(workdir, row)
+        for key, value in row.items():
+          if key != 'epoch':   # TB tags: 'val/a2s_R@10' -> 'val/a2s_R10'
+            writer.add_scalar(key.replace('@', ''), value, epoch_done)
+        writer.flush()
       logging.info(
           'epoch %d/%d: loss %.4f | valid corr %.2f (refit %.2f, train %.2f) '
           '| A->S R@1 %.1f R@10 %.1f MR %g | S->A R@1 %.1f R@10 %.1f MR %g | '
@@ -739,8 +930,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
           row['val/s2a_MR'], row['train/steps_per_s'], row['train/lr'],
           row['train/skipped'], ' (best)' if improved else '')
   finally:
-    writer.close()
-  if history:
+    if writer is not None:
+      writer.close()
+  if history and chief:
     plot_history(history, os.path.join(workdir, CURVE_FILE),
                  f'width {config.width:g}, {len(train_set.names)} train '
                  f'pieces')
@@ -749,14 +941,21 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
 
 def _consume(metrics: Optional[dict], losses: list, config: TrainConfig
              ) -> None:
-  """Reads one step's metrics; raises after too many skipped steps."""
+  """Reads one dispatch's metrics (scalars of ``train_step`` or (K,) arrays of
+  ``train_steps``, step by step); raises at the first step that makes
+  ``max_consecutive_skips`` non-finite steps in a row."""
   if metrics is None:
     return
   metrics = jax.device_get(metrics)
-  if metrics['finite']:
-    losses.append(float(metrics['loss']))
-  elif int(metrics['skip_run']) >= config.max_consecutive_skips:
-    raise NonFiniteError(
-        f'{int(metrics["skip_run"])} consecutive steps with a non-finite '
-        f'loss or gradient (last loss {float(metrics["loss"])}); parameters '
-        'were left unchanged by them. Lower --learning_rate or raise --reg.')
+  for loss, finite, skip_run in zip(np.atleast_1d(metrics['loss']),
+                                    np.atleast_1d(metrics['finite']),
+                                    np.atleast_1d(metrics['skip_run'])):
+    if skip_run < 0:   # a step a shorter chunk did not take
+      break
+    if finite:
+      losses.append(float(loss))
+    elif int(skip_run) >= config.max_consecutive_skips:
+      raise NonFiniteError(
+          f'{int(skip_run)} consecutive steps with a non-finite loss or '
+          f'gradient (last loss {float(loss)}); parameters were left '
+          'unchanged by them. Lower --learning_rate or raise --reg.')

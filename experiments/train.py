@@ -71,8 +71,21 @@ flags.DEFINE_integer('aug_dframe', _D.aug_dframe, 'Max random onset jitter '
                      '(frames, 0 = off).')
 flags.DEFINE_integer('log_every', _D.log_every, 'Steps between progress '
                      'lines.')
+flags.DEFINE_integer('steps_per_dispatch', _D.steps_per_dispatch, 'SGD '
+                     'steps fused into one jitted call (a loop on the '
+                     'device over the epoch\'s batch order); 1 = one call '
+                     'per step.  Same parameters either way (up to float '
+                     'rounding); larger values save dispatch overhead on '
+                     'accelerators.')
 flags.DEFINE_integer('max_consecutive_skips', _D.max_consecutive_skips,
                      'Stop after this many non-finite steps in a row.')
+
+flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() '
+                  'first (several hosts, each running this command; the '
+                  'coordinator comes from the cluster environment or '
+                  'JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / '
+                  'JAX_PROCESS_ID).  The workdir must be on a file system '
+                  'all hosts share.')
 
 FLAGS = flags.FLAGS
 
@@ -88,9 +101,12 @@ def config_from_flags() -> train_lib.TrainConfig:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.multihost:
+    jax.distributed.initialize()
   config = config_from_flags()
-  logging.info('JAX %s on %s; config: %s', jax.__version__,
-               jax.devices()[0].platform, config)
+  logging.info('JAX %s on %d %s device(s), %d process(es); config: %s',
+               jax.__version__, jax.device_count(), jax.devices()[0].platform,
+               jax.process_count(), config)
   if config.width != 1.0:
     logging.warning('NARROW towers (width %g): not the paper\'s full-width '
                     'model; numbers are not comparable to Table 2.',

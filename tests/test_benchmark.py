@@ -1,0 +1,37 @@
+"""Benchmark command: its functions run at tiny sizes and report their keys
+(no timing thresholds: tests never time things)."""
+
+import importlib.util
+
+from experiments import benchmark
+
+
+def test_benchmark_functions_run_and_report():
+  arrays = benchmark.synthetic_arrays(64)
+  assert arrays.strips.shape[0] == 48 and arrays.specs.shape[0] == 136
+  train = benchmark.bench_train(0.125, 'float32', 8, 2, repeats=1,
+                                arrays=arrays, train_pairs=100)
+  assert set(train) == {'width', 'dtype', 'batch', 'steps_per_dispatch',
+                        'pairs_per_s', 's_per_step', 'epoch_s'}
+  assert train['pairs_per_s'] > 0 and train['epoch_s'] > 0
+  embed = benchmark.bench_embed(0.125, 'float32', 8, repeats=1,
+                                arrays=arrays)
+  assert embed['pairs_per_s'] > 0
+  ret = benchmark.bench_retrieval(2, 300, repeats=1, dim=8)
+  assert ret['latency_s'] > 0 and ret['candidates'] == 300
+  result = {'device': 'cpu', 'platform': 'cpu', 'jax': 'x', 'width': 0.125,
+            'train': [train], 'embed': [embed], 'retrieval': [ret]}
+  peer = [{'peer': 'torch', 'batch': 8, 'compile': True,
+           'bf16_autocast': False, 'channels_last': False,
+           'pairs_per_s': 100.0}]
+  result['torch_ratio'] = benchmark.peer_ratios([train], peer)
+  assert result['torch_ratio'][0]['ratio'] == train['pairs_per_s'] / 100
+  table = benchmark.format_table(result)
+  assert 'pairs/s' in table and 'vs PyTorch peer' in table
+
+
+def test_torch_peer_is_skipped_without_torch(tmp_path, capsys):
+  if importlib.util.find_spec('torch') is not None:
+    return   # with torch installed the peer really runs (GPU machines)
+  assert benchmark.run_torch_peer(str(tmp_path / 'peer.py')) is None
+  assert 'torch is not installed' in capsys.readouterr().out
