@@ -312,8 +312,10 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     if workers == 1:
       results = map(_process_chunk, tasks)
     else:
-      ctx = multiprocessing.get_context('spawn' if sys.platform == 'darwin'
-                                        else 'fork')
+      # fork is fastest, but not safe once JAX's threads run in this process
+      # (as in a notebook or a test session that trained a model first).
+      safe_fork = sys.platform != 'darwin' and 'jax' not in sys.modules
+      ctx = multiprocessing.get_context('fork' if safe_fork else 'spawn')
       results = stack.enter_context(ctx.Pool(workers)).imap(_process_chunk,
                                                              tasks)
     for chunk in results:
