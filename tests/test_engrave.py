@@ -1,7 +1,5 @@
 """Tests for data_prep.engrave (LilyPond source, rendering, notehead links)."""
 
-import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -9,17 +7,6 @@ import pytest
 from data_prep import engrave as E
 from data_prep import melody as M
 from dccaflax.snippets import STRIP_HEIGHT
-
-
-@pytest.fixture(scope='module')
-def nottingham() -> pathlib.Path:
-  """The Nottingham midi folder (train/valid/test), from DCCAFLAX_NOTTINGHAM."""
-  default = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'nottingham' / 'midi'
-  path = pathlib.Path(os.environ.get('DCCAFLAX_NOTTINGHAM', default))
-  if not (path / 'train').is_dir():
-    pytest.skip(f'Nottingham data not found at {path}')
-  return path
-
 
 def _melody(notes, ts=(4, 4), key=0, bar_lines=()):
   """Melody from ``(pitch, start, end)`` ticks at 480 per beat, 120 bpm."""
@@ -79,8 +66,8 @@ def test_bass_clef():
   assert '\\clef bass' in src
 
 
-def test_real_piece(nottingham, tmp_path):
-  mel = M.read_melody(nottingham / 'valid' / 'morris_simple_chords_4.mid')
+def test_real_piece(midi_dir, tmp_path):
+  mel = M.read_melody(midi_dir / 'valid' / 'morris_simple_chords_4.mid')
   eng = E.engrave(mel, workdir=tmp_path)
   assert eng.strip.dtype == np.uint8
   assert eng.strip.ndim == 2 and eng.strip.shape[0] == STRIP_HEIGHT
@@ -96,9 +83,9 @@ def test_real_piece(nottingham, tmp_path):
   assert eng.source.startswith('\\version')
 
 
-def test_engrave_many(nottingham, tmp_path):
-  mels = [M.read_melody(nottingham / 'test' / 'morris_simple_chords_5.mid'),
-          M.read_melody(nottingham / 'valid' / 'morris_simple_chords_4.mid')]
+def test_engrave_many(midi_dir, tmp_path):
+  mels = [M.read_melody(midi_dir / 'test' / 'morris_simple_chords_5.mid'),
+          M.read_melody(midi_dir / 'valid' / 'morris_simple_chords_4.mid')]
   res = E.engrave_many(mels, workdir=tmp_path)
   assert [all(len(h) == 1 for h in r.noteheads) for r in res] == [True, True]
 

@@ -1,23 +1,10 @@
 """Tests for data_prep.melody (real Nottingham pieces + synthetic MIDI)."""
 
-import os
-import pathlib
 
 import pretty_midi
 import pytest
 
 from data_prep import melody as M
-
-
-@pytest.fixture(scope='module')
-def nottingham() -> pathlib.Path:
-  """The Nottingham midi folder (train/valid/test), from DCCAFLAX_NOTTINGHAM."""
-  default = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'nottingham' / 'midi'
-  path = pathlib.Path(os.environ.get('DCCAFLAX_NOTTINGHAM', default))
-  if not (path / 'train').is_dir():
-    pytest.skip(f'Nottingham data not found at {path}')
-  return path
-
 
 def _write_midi(path, notes, tpb=480, ts=(4, 4), key=None):
   """Write a one-instrument MIDI; ``notes`` = (pitch, start_beat, end_beat, velocity)."""
@@ -33,8 +20,8 @@ def _write_midi(path, notes, tpb=480, ts=(4, 4), key=None):
   return path
 
 
-def test_real_jig(nottingham):
-  mel = M.read_melody(nottingham / 'train' / 'jigs_simple_chords_1.mid')
+def test_real_jig(midi_dir):
+  mel = M.read_melody(midi_dir / 'train' / 'jigs_simple_chords_1.mid')
   assert mel.name == 'jigs_simple_chords_1'
   assert mel.ticks_per_beat == 480
   assert mel.time_signatures[0] == (0, 6, 8)     # melody track overrides track 0's 4/4
@@ -49,11 +36,11 @@ def test_real_jig(nottingham):
   assert mel.notes[1].start_s == pytest.approx(0.25)
 
 
-def test_real_overlaps_and_type0(nottingham):
-  mel = M.read_melody(nottingham / 'test' / 'jigs_simple_chords_197.mid')   # rolled chords
+def test_real_overlaps_and_type0(midi_dir):
+  mel = M.read_melody(midi_dir / 'test' / 'jigs_simple_chords_197.mid')   # rolled chords
   assert mel.n_overlaps > 0
   assert all(a.end <= b.start for a, b in zip(mel.notes, mel.notes[1:]))
-  mel0 = M.read_melody(nottingham / 'train' / 'jigs_simple_chords_6.mid')  # type 0, 9/8 bars
+  mel0 = M.read_melody(midi_dir / 'train' / 'jigs_simple_chords_6.mid')  # type 0, 9/8 bars
   assert len(mel0.time_signatures) > 1
 
 
