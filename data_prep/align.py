@@ -82,3 +82,34 @@ def align(notes, noteheads, n_frames: int, tempo: float = 1.0) -> Alignment:
   return Alignment(onset_frames=frames[first].astype(np.int32),
                    notehead_x=xs[first],
                    note_index=first.astype(np.int32))
+
+
+def onset_frames_at(notes, note_index, tempo: float,
+                    n_frames: int) -> np.ndarray:
+  """Onset frames of the same pairs in a rendering at another tempo factor.
+
+  Pair ``i`` is the onset of ``notes[note_index[i]]`` in every rendering, so
+  it stays the same notehead; at a fast tempo two pairs may share a frame.
+  With the primary rendering's tempo this gives ``align``'s onset frames.
+
+  Args:
+    notes: melody notes (``.start_s`` in seconds at tempo factor 1).
+    note_index: ``(P,)`` indices into ``notes`` (``Alignment.note_index``).
+    tempo: tempo factor of the rendering (> 0; times divided by it).
+    n_frames: that rendering's spectrogram length; every onset must fall
+      inside it.
+
+  Returns:
+    ``(P,)`` int32 non-decreasing spectrogram frames.
+
+  Raises:
+    AlignmentError: an onset at or beyond ``n_frames``.
+  """
+  if not tempo > 0:
+    raise ValueError(f'tempo factor must be > 0, got {tempo}')
+  frames = audio.onset_frame(
+      [notes[i].start_s / tempo for i in note_index]).astype(np.int32)
+  if len(frames) and frames.max() >= n_frames:
+    raise AlignmentError(f'onset frame {frames.max()} at tempo factor {tempo} '
+                         f'beyond the {n_frames}-frame spectrogram')
+  return frames.reshape(-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Sequence
 
 from data_prep import pipeline
 from data_prep import source
@@ -15,11 +16,27 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
             splits=pipeline.SPLITS, limit: int | None = None,
             workers: int | None = None, download: bool = False,
             params: synth.SynthParams = synth.SynthParams(),
-            progress: bool = True) -> dict:
+            progress: bool = True,
+            renderings: Sequence[synth.SynthParams] = ()) -> dict:
   """Builds the TFDS configs; returns the report (``prep_report.json``).
 
+  Args:
+    midi_dir: folder with train/valid/test (or Nottingham.zip); None: from
+      ``$DCCAFLAX_NOTTINGHAM`` (or the download).
+    data_dir: output folder (TFDS data, ``cache/``, ``prep_report.json``).
+    configs: 'pairs' and/or 'pieces'.
+    splits: which splits.
+    limit: at most this many pieces per split.
+    workers: processes (default: all cores).
+    download: fetch Nottingham.zip when no data is given.
+    params: the primary rendering (``pairs``, ``spec_codes``).
+    progress: progress bar.
+    renderings: extra renderings for the ``pieces`` config's ``extra_*``
+      features (given to both configs, so both keep the same pieces).
+
   Raises:
-    pipeline.PrepareError: no data, a missing folder, or no usable piece.
+    pipeline.PrepareError: no data, a missing folder, no usable piece, or a
+      rendering repeating another's tag.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
@@ -27,6 +44,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
     if split not in pipeline.SPLITS:
       raise pipeline.PrepareError(f'unknown split {split!r}; expected some '
                                   f'of {pipeline.SPLITS}')
+  renderings = pipeline.check_renderings(params, renderings)
   if download and not (midi_dir or os.environ.get(source.ENV_VAR)):
     midi_dir = source.download(os.path.join(data_dir, 'downloads'))
   midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'))
@@ -35,7 +53,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
     builder = nottingham_audio_sheet.NottinghamAudioSheet(
         config=config, data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
-        progress=progress)
+        renderings=renderings, progress=progress)
     # A prepare run always rebuilds from the (cached) pieces, so --limit or
     # --splits changes take effect.
     shutil.rmtree(builder.data_dir, ignore_errors=True)

@@ -4,10 +4,18 @@ Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
 ``engrave`` (LilyPond -> strip + noteheads), ``synth`` (FluidSynth -> audio),
 ``dccaflax.audio`` (-> log spectrogram), ``align`` (onsets <-> noteheads).
 
+Renderings: the audio is rendered once with the primary ``SynthParams`` (the
+one aligned to the noteheads) and, optionally, with extra ones (other tempo
+factors or soundfonts) for augmentation.  An extra rendering has the same
+pairs as the primary, in the same order: pair ``i`` is the onset of the same
+melody note, its frame recomputed at that rendering's tempo
+(``align.onset_frames_at``).  A piece one of whose renderings fails is
+skipped as a whole, so every prepared piece has every rendering.
+
 Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
 inputs and of the source code of the modules that compute it, so a re-run
 redoes only what changed (a new soundfont re-synthesizes but does not
-re-engrave).  Deterministic failures (a LilyPond error, an alignment failure)
+re-engrave; an extra rendering reuses the cached primary).  Deterministic failures (a LilyPond error, an alignment failure)
 are cached too; timeouts are not.
 
 Nothing is dropped silently: every input file yields one ``Item`` that is
@@ -73,6 +81,12 @@ class Piece:
     notehead_x: ``(P,)`` float32 px in the strip.
     onset_bars: ``(P,)`` int32 1-based bar number of each onset (a pickup bar
       is bar 0).
+    renderings: ``SynthParams.tag`` of every rendering, the primary (``spec``,
+      ``onset_frames``) first, e.g. ``('fluidr3_t1.00', 'fluidr3_t0.90')``.
+    extra_specs: ``E = len(renderings) - 1`` spectrograms ``(136, T_e)``
+      float32 of the extra renderings, in tag order.
+    extra_onsets: ``(E, P)`` int32: row ``e`` holds the onset frame of each
+      of the ``P`` pairs in ``extra_specs[e]`` (non-decreasing).
   """
   name: str
   strip: np.ndarray
@@ -80,14 +94,68 @@ class Piece:
   onset_frames: np.ndarray
   notehead_x: np.ndarray
   onset_bars: np.ndarray
+  renderings: tuple[str, ...]
+  extra_specs: tuple[np.ndarray, ...]
+  extra_onsets: np.ndarray
+
+
+def _save_piece(path: str, name: str, strip, spec, al, bars,
+                renderings: Sequence[str], extra_specs, extra_onsets) -> None:
+  """Writes an aligned piece; the extra spectrograms concatenated in time."""
+  frames = np.array([s.shape[1] for s in extra_specs], np.int32)
+  extra = (np.concatenate(extra_specs, axis=1) if extra_specs else
+           np.zeros((spec.shape[0], 0), np.float32))
+  onsets = np.array(extra_onsets, np.int32).reshape(
+      len(extra_specs), len(al.onset_frames))
+  _save(path, name=np.array(name), strip=strip, spec=spec,
+        onset_frames=al.onset_frames, notehead_x=al.notehead_x,
+        onset_bars=bars, renderings=np.array(list(renderings)),
+        extra_spec=extra.astype(np.float32, copy=False), extra_frames=frames,
+        extra_onsets=onsets)
 
 
 def load_piece(path: str) -> Piece:
   """Reads a cached aligned piece."""
   with np.load(path) as z:
+    ends = np.cumsum(z['extra_frames'])
+    extra = z['extra_spec']
     return Piece(name=str(z['name']), strip=z['strip'], spec=z['spec'],
                  onset_frames=z['onset_frames'], notehead_x=z['notehead_x'],
-                 onset_bars=z['onset_bars'])
+                 onset_bars=z['onset_bars'],
+                 renderings=tuple(str(t) for t in z['renderings']),
+                 extra_specs=tuple(extra[:, e - n:e] for n, e in
+                                   zip(z['extra_frames'], ends)),
+                 extra_onsets=z['extra_onsets'])
+
+
+def check_renderings(params: synth_lib.SynthParams,
+                     renderings: Sequence[synth_lib.SynthParams]
+                     ) -> tuple[synth_lib.SynthParams, ...]:
+  """The extra renderings as a tuple, after checking them.
+
+  Args:
+    params: the primary rendering.
+    renderings: the extra ones.
+
+  Raises:
+    PrepareError: a rendering whose tag is the primary's or another's (tags
+      name the renderings in the data), or a tempo factor that is not > 0.
+  """
+  renderings = tuple(renderings)
+  for r in (params, *renderings):
+    if not isinstance(r, synth_lib.SynthParams):
+      raise PrepareError(f'a rendering must be a synth.SynthParams, got {r!r}')
+    if not r.tempo > 0:
+      raise PrepareError(f'rendering {r.tag}: tempo factor must be > 0, got '
+                         f'{r.tempo}')
+  seen = {params.tag: 'the primary rendering'}
+  for i, r in enumerate(renderings):
+    if r.tag in seen:
+      raise PrepareError(f'extra rendering {i} has the tag {r.tag} of '
+                         f'{seen[r.tag]}; each rendering needs its own '
+                         'soundfont or tempo factor')
+    seen[r.tag] = f'extra rendering {i}'
+  return renderings
 
 
 def list_midi(midi_dir: str, splits: Sequence[str] = SPLITS,
@@ -239,9 +307,41 @@ def onset_bars(mel, note_index) -> np.ndarray:
                   np.int32)
 
 
+class _RenderingError(Exception):
+  """An extra rendering that failed: ``stage`` and ``reason`` of the skip."""
+
+  def __init__(self, stage: str, reason: str):
+    super().__init__(reason)
+    self.stage, self.reason = stage, reason
+
+
+def _extra_renderings(mel, al, renderings, cache_dir):
+  """Audio keys, spectrograms and ``(E, P)`` onset frames of the extras.
+
+  Raises:
+    _RenderingError: the stage ('synth' or 'align') and the reason, naming
+      the failing rendering's tag.
+  """
+  keys, specs, onsets = [], [], []
+  for r in renderings:
+    try:
+      key, spec = _spectrogram_cached(mel, r, cache_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      raise _RenderingError('synth', f'rendering {r.tag}: {e}') from e
+    try:
+      frames = align_lib.onset_frames_at(mel.notes, al.note_index, r.tempo,
+                                         spec.shape[1])
+    except align_lib.AlignmentError as e:
+      raise _RenderingError('align', f'rendering {r.tag}: {e}') from e
+    keys.append(key)
+    specs.append(spec)
+    onsets.append(frames)
+  return tuple(keys), specs, onsets
+
+
 def _process_chunk(task):
-  """Worker: (items, cache_dir, params, timeout) -> items filled in."""
-  items, cache_dir, params, timeout_s = task
+  """Worker: (items, cache_dir, params, renderings, timeout) -> items."""
+  items, cache_dir, params, renderings, timeout_s = task
   mels = {}
   for it in items:
     try:
@@ -273,14 +373,23 @@ def _process_chunk(task):
     except align_lib.AlignmentError as e:
       it.status, it.stage, it.reason = 'skipped', 'align', str(e)
       continue
+    try:
+      extra_keys, extra_specs, extra_onsets = _extra_renderings(
+          mel, al, renderings, cache_dir)
+    except _RenderingError as e:
+      it.status, it.stage, it.reason = 'skipped', e.stage, e.reason
+      continue
     it.n_onsets = len(al.onset_frames)
     # The name is part of the key: two files with the same melody (the data
-    # set has a few) must not share one cached piece under one name.
-    path = _cache_path(cache_dir, 'pieces', _key('piece', mel.name, ekey, akey))
+    # set has a few) must not share one cached piece under one name.  The
+    # extra audio keys are too: another set of renderings is another piece.
+    path = _cache_path(cache_dir, 'pieces',
+                       _key('piece', mel.name, ekey, akey, extra_keys))
     if not os.path.exists(path):
-      _save(path, name=np.array(mel.name), strip=strip, spec=spec,
-            onset_frames=al.onset_frames, notehead_x=al.notehead_x,
-            onset_bars=onset_bars(mel, al.note_index))
+      _save_piece(path, mel.name, strip, spec, al,
+                  onset_bars(mel, al.note_index),
+                  [params.tag] + [r.tag for r in renderings], extra_specs,
+                  extra_onsets)
     it.piece_path = path
   return items
 
@@ -288,7 +397,9 @@ def _process_chunk(task):
 def run_iter(files: dict[str, list[str]], cache_dir: str,
              params: synth_lib.SynthParams = synth_lib.SynthParams(),
              workers: int | None = None, timeout_s: float = 120.0,
-             progress: bool = True) -> Iterator[Item]:
+             progress: bool = True,
+             renderings: Sequence[synth_lib.SynthParams] = ()
+             ) -> Iterator[Item]:
   """Prepares every file, yielding one Item per input in input order.
 
   Items come as soon as their chunk is done, so a consumer (the TFDS writer)
@@ -298,14 +409,22 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
   Args:
     files: split -> MIDI paths (``list_midi``).
     cache_dir: where stage results are cached.
-    params: synthesis parameters.
+    params: synthesis parameters of the primary rendering (the one aligned
+      to the noteheads).
     workers: processes (default: all cores).
     timeout_s: LilyPond / FluidSynth time limit per call.
     progress: show a progress bar on stderr.
+    renderings: extra renderings (other tempo factors / soundfonts) of every
+      piece, each a ``SynthParams`` with its own tag; a piece one of them
+      fails for is skipped (stage 'synth', the reason naming its tag).
+
+  Raises:
+    PrepareError: a rendering repeating another's tag (``check_renderings``).
   """
+  renderings = check_renderings(params, renderings)
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-  tasks = [(c, cache_dir, params, timeout_s) for c in chunks]
+  tasks = [(c, cache_dir, params, renderings, timeout_s) for c in chunks]
   workers = workers or os.cpu_count() or 1
   with contextlib.ExitStack() as stack:
     bar = stack.enter_context(_progress(len(items), progress))
@@ -330,10 +449,11 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
 def run(files: dict[str, list[str]], cache_dir: str,
         params: synth_lib.SynthParams = synth_lib.SynthParams(),
         workers: int | None = None, timeout_s: float = 120.0,
-        progress: bool = True) -> list[Item]:
+        progress: bool = True,
+        renderings: Sequence[synth_lib.SynthParams] = ()) -> list[Item]:
   """``run_iter`` as a list: one Item per input, in input order."""
   return list(run_iter(files, cache_dir, params, workers, timeout_s,
-                       progress))
+                       progress, renderings))
 
 
 def _progress(total: int, enabled: bool):

@@ -1,17 +1,32 @@
 r"""Prepares the Nottingham audio/sheet data set (both TFDS configs).
 
   python -m data_prep.prepare --midi_dir DIR --data_dir OUT \
-      [--config pairs|pieces|both] [--splits test] [--limit N]
+      [--config pairs|pieces|both] [--splits test] [--limit N] \
+      [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z]
 
 DIR holds train/valid/test (or is Nottingham.zip); without --midi_dir the
 environment variable DCCAFLAX_NOTTINGHAM is used, and --download fetches the
-public zip.  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.0.0 and
+public zip.  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.1.0 and
 OUT/prep_report.json (every input file, ok or skipped with the reason).
 Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
+
+Renderings: --soundfont/--tempo give the primary rendering (the audio of the
+``pairs`` config and of ``pieces``' ``spec_codes``).  --soundfonts and
+--tempos add extra renderings for augmentation, stored in ``pieces``'
+``extra_*`` features: all of soundfonts x tempos (an empty list means the
+primary's soundfont or tempo), the primary first, then the others
+soundfont-major in the order given.  For example
+
+  --soundfonts fluidr3,timgm6mb --tempos 0.9,1.0,1.1
+
+gives 6 renderings: fluidr3_t1.00 (the primary), fluidr3_t0.90,
+fluidr3_t1.10, timgm6mb_t0.90, timgm6mb_t1.00, timgm6mb_t1.10.  Each extra
+rendering costs one more synthesis and spectrogram per piece.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -43,19 +58,85 @@ _DOWNLOAD = flags.DEFINE_bool('download', False,
 _SOUNDFONT = flags.DEFINE_string('soundfont', 'fluidr3',
                                  'fluidr3, timgm6mb or a path to an .sf2.')
 _TEMPO = flags.DEFINE_float('tempo', 1.0, 'Tempo factor of the synthesis.')
+_SOUNDFONTS = flags.DEFINE_list(
+    'soundfonts', [], 'Soundfonts of the renderings (with --tempos: all '
+    'combinations, plus the primary --soundfont/--tempo); empty: '
+    '--soundfont only.')
+_TEMPOS = flags.DEFINE_list(
+    'tempos', [], 'Tempo factors of the renderings, e.g. 0.9,1.0,1.1 (see '
+    '--soundfonts); empty: --tempo only.')
+TEMPO_RANGE = (0.25, 4.0)
+
+
+def parse_tempo(text: str | float, flag: str = '--tempos') -> float:
+  """A tempo factor in ``TEMPO_RANGE``; ValueError naming the flag if not."""
+  try:
+    tempo = float(text)
+  except ValueError:
+    raise ValueError(f'{flag}: {text!r} is not a number') from None
+  lo, hi = TEMPO_RANGE
+  if not lo <= tempo <= hi:  # also refuses nan
+    raise ValueError(f'{flag}: tempo factor {text} outside [{lo}, {hi}]')
+  return tempo
+
+
+def extra_renderings(primary: synth.SynthParams, soundfonts: list[str],
+                     tempos: list[float]) -> tuple[synth.SynthParams, ...]:
+  """The renderings soundfonts x tempos other than the primary.
+
+  Args:
+    primary: the primary rendering (--soundfont, --tempo).
+    soundfonts: soundfont keys or paths; empty: the primary's.
+    tempos: tempo factors; empty: the primary's.
+
+  Returns:
+    Soundfont-major, in the order given, without the primary.
+
+  Raises:
+    ValueError: a soundfont or a tempo listed twice.
+  """
+  for flag, values in (('--soundfonts', soundfonts), ('--tempos', tempos)):
+    twice = sorted({str(v) for v in values if values.count(v) > 1})
+    if twice:
+      raise ValueError(f'{flag} lists {", ".join(twice)} more than once')
+  out = []
+  for sf in soundfonts or [primary.soundfont]:
+    for tempo in tempos or [primary.tempo]:
+      params = dataclasses.replace(primary, soundfont=sf, tempo=tempo)
+      if params != primary:
+        out.append(params)
+  return tuple(out)
+
+
+def _renderings() -> tuple[synth.SynthParams, tuple[synth.SynthParams, ...]]:
+  """The primary and extra renderings from the flags; exits on a bad one."""
+  try:
+    primary = synth.SynthParams(soundfont=_SOUNDFONT.value,
+                                tempo=parse_tempo(_TEMPO.value, '--tempo'))
+    extras = extra_renderings(primary, _SOUNDFONTS.value,
+                              [parse_tempo(t) for t in _TEMPOS.value])
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  for flag, names in (('--soundfont', [_SOUNDFONT.value]),
+                      ('--soundfonts', _SOUNDFONTS.value)):
+    for name in names:
+      try:
+        synth.soundfont_path(name)
+      except synth.SynthError as e:
+        sys.exit(f'error: {flag}: {e}')
+  return primary, extras
 
 
 def main(argv):
   del argv
   configs = ('pairs', 'pieces') if _CONFIG.value == 'both' else (
       _CONFIG.value,)
+  primary, extras = _renderings()
   t0 = time.time()
   try:
     report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
-                     tuple(_SPLITS.value), _LIMIT.value, _WORKERS.value,
-                     _DOWNLOAD.value,
-                     synth.SynthParams(soundfont=_SOUNDFONT.value,
-                                       tempo=_TEMPO.value))
+                           tuple(_SPLITS.value), _LIMIT.value, _WORKERS.value,
+                           _DOWNLOAD.value, primary, renderings=extras)
   except (pipeline.PrepareError, synth.SynthError) as e:
     sys.exit(f'error: {e}')
   minutes = (time.time() - t0) / 60
@@ -64,8 +145,8 @@ def main(argv):
   print(f'{report["inputs"]} inputs: {report["ok"]} ok, {report["skipped"]} '
         f'skipped {report["skipped_by_stage"] or ""}; pieces with overlapping '
         f'melody notes: {report["pieces_with_overlaps"]}; onsets per split: '
-        f'{report["onsets"]}; {minutes:.1f} min; configs {list(configs)} in '
-        f'{_DATA_DIR.value}')
+        f'{report["onsets"]}; renderings {report["renderings"]}; '
+        f'{minutes:.1f} min; configs {list(configs)} in {_DATA_DIR.value}')
 
 
 if __name__ == '__main__':

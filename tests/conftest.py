@@ -41,6 +41,25 @@ def prepared(tmp_path_factory, midi_dir):
   return data_dir, report
 
 
+RENDERINGS = (('fluidr3', 0.9), ('timgm6mb', 1.0))  # extra (soundfont, tempo)
+
+
+@pytest.fixture(scope='session')
+def prepared_renderings(tmp_path_factory, midi_dir):
+  """Both TFDS configs of the first 3 test pieces with 3 renderings: the
+  primary fluidr3 at tempo 1 and the extras ``RENDERINGS`` (fluidr3 at 0.9,
+  timgm6mb at 1.0) in the ``pieces`` config's ``extra_*`` features:
+  (data_dir, report)."""
+  from data_prep import build  # pylint: disable=g-import-not-at-top
+  from data_prep import synth  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('prepared_renderings')
+  report = build.prepare(
+      str(midi_dir), str(data_dir), splits=('test',), limit=3, workers=2,
+      progress=False,
+      renderings=tuple(synth.SynthParams(sf, t) for sf, t in RENDERINGS))
+  return data_dir, report
+
+
 # --------------------------------------------------------------------------
 # Synthetic aligned data and a tiny trained model (input pipeline, training
 # library and public API tests).  A learnable stand-in for the Nottingham
@@ -87,6 +106,29 @@ def synthetic_split(seed: int, n_pieces: int, n_notes=(30, 60)) -> list:
   return [synthetic_piece(rng, f'synth{seed}_{i:03d}',
                           int(rng.integers(*n_notes)))
           for i in range(n_pieces)]
+
+
+def with_synthetic_renderings(piece, factors=(0.8, 1.25)):
+  """A synthetic piece plus extra renderings: its spectrogram resampled in
+  time by each factor (a stand-in for tempo changes), onsets moved to match,
+  in the ``pieces`` config's layout."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dccaflax import audio  # pylint: disable=g-import-not-at-top
+  spec = piece['spec']
+  extras, onsets = [], []
+  for f in factors:
+    t = int(round(spec.shape[1] / f))
+    src = np.minimum((np.arange(t) * f).astype(int), spec.shape[1] - 1)
+    extras.append(audio.quantize(spec[:, src] * f))
+    onsets.append(np.minimum(np.round(piece['onset_frames'] / f),
+                             t - 1).astype(np.int32))
+  tags = ['a_t1.00'] + [f'a_t{f:.2f}' for f in factors]
+  return dict(
+      piece, renderings=','.join(tags),
+      extra_codes=np.concatenate([c for c, _ in extras], axis=1),
+      extra_frames=np.array([c.shape[1] for c, _ in extras], np.int32),
+      extra_scales=np.array([s for _, s in extras], np.float32),
+      extra_onsets=np.stack(onsets))
 
 
 def write_synthetic_tfds(data_dir, splits: dict) -> None:

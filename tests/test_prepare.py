@@ -14,10 +14,14 @@ import pretty_midi
 import pytest
 
 from data_prep import align
+from data_prep import build
 from data_prep import pipeline
 from data_prep import figures
+from data_prep import prepare as prepare_cli
 from data_prep import source
 from data_prep import synth
+from data_prep.nottingham_audio_sheet import nottingham_audio_sheet as nas
+from dccaflax import audio
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -55,6 +59,7 @@ def test_prepare_builds_both_configs_readable_without_tensorflow(prepared):
   data_dir, report = prepared
   assert report['inputs'] == 3 and report['ok'] + report['skipped'] == 3
   assert report['ok'] >= 2, report
+  assert report['renderings'] == ['fluidr3_t1.00']
   on_disk = json.loads((data_dir / 'prep_report.json').read_text())
   assert on_disk['inputs'] == 3 and len(on_disk['items']) == 3
   out = subprocess.run([sys.executable, '-c', _READ_WITHOUT_TF, str(data_dir)],
@@ -65,9 +70,15 @@ def test_prepare_builds_both_configs_readable_without_tensorflow(prepared):
   assert not got['tf_loaded']
 
 
+def _source(data_dir, config: str, split: str = 'test'):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  folder = data_dir / 'nottingham_audio_sheet' / config / '1.1.0'
+  return tfds.builder_from_directory(str(folder)).as_data_source(split)
+
+
 def test_pieces_config_is_compact(prepared):
   data_dir, _ = prepared
-  folder = data_dir / 'nottingham_audio_sheet' / 'pieces' / '1.0.0'
+  folder = data_dir / 'nottingham_audio_sheet' / 'pieces' / '1.1.0'
   info = json.loads((folder / 'dataset_info.json').read_text())
   size = sum(f.stat().st_size for f in folder.glob('*array_record*'))
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -77,6 +88,109 @@ def test_pieces_config_is_compact(prepared):
   strip_px = sum(src['test'][i]['strip'].size for i in range(len(src['test'])))
   # Budget: 64 bytes per frame for the spectrogram; the strips come on top.
   assert size < 64 * frames + strip_px, (size, frames, strip_px, info['name'])
+  src = _source(data_dir, 'pieces')
+  for ex in (src[i] for i in range(len(src))):  # no extra rendering asked
+    n_pairs = len(ex['onset_frames'])
+    assert ex['renderings'].decode() == 'fluidr3_t1.00'
+    assert ex['extra_codes'].shape == (136, 0)
+    assert ex['extra_codes'].dtype == np.uint8
+    assert ex['extra_frames'].shape == ex['extra_scales'].shape == (0,)
+    assert ex['extra_onsets'].shape == (0, n_pairs)
+    assert ex['extra_onsets'].dtype == np.int32
+
+
+def _onset_similarity(spec_a, frames_a, spec_b, frames_b) -> float:
+  """Mean cosine similarity of the spectra 2 frames after paired onsets."""
+  a = spec_a[:, np.minimum(frames_a + 2, spec_a.shape[1] - 1)]
+  b = spec_b[:, np.minimum(frames_b + 2, spec_b.shape[1] - 1)]
+  return float(np.mean((a * b).sum(0) / np.linalg.norm(a, axis=0)
+                       / np.linalg.norm(b, axis=0)))
+
+
+def test_extra_renderings_share_the_pairs(prepared_renderings):
+  data_dir, report = prepared_renderings
+  tags = ['fluidr3_t1.00', 'fluidr3_t0.90', 'timgm6mb_t1.00']
+  assert report['renderings'] == tags and report['ok'] >= 2, report
+  pieces, pairs = _source(data_dir, 'pieces'), _source(data_dir, 'pairs')
+  assert len(pieces) == report['ok']
+  n_pairs = 0
+  for ex in (pieces[i] for i in range(len(pieces))):
+    frames, n = ex['onset_frames'], len(ex['onset_frames'])
+    spec = audio.dequantize(ex['spec_codes'], ex['spec_scale'])
+    length = spec.shape[1]
+    n_pairs += n
+    assert ex['renderings'].decode() == ','.join(tags)
+    lengths, codes = ex['extra_frames'], ex['extra_codes']
+    assert lengths.dtype == np.int32 and lengths.shape == (2,)
+    assert codes.dtype == np.uint8 and codes.shape == (136, lengths.sum())
+    scales, onsets = ex['extra_scales'], ex['extra_onsets']
+    assert scales.dtype == np.float32 and scales.shape == (2,)
+    assert onsets.dtype == np.int32 and onsets.shape == (2, n)
+    assert (np.diff(onsets, axis=1) >= 0).all()
+    assert (onsets < lengths[:, None]).all()
+    slow_codes, tim_codes = np.split(codes, [lengths[0]], axis=1)
+    # Each rendering quantized with its own scale: its maximum is code 63.
+    assert slow_codes.max() == tim_codes.max() == audio.QUANT_LEVELS
+    slow = audio.dequantize(slow_codes, scales[0])
+    tim = audio.dequantize(tim_codes, scales[1])
+    # fluidr3 at 0.9: 1/0.9 longer, the same pairs 1/0.9 later (up to the
+    # rounding of both to frames).
+    assert abs(lengths[0] / length - 1 / 0.9) < 0.03, (lengths, length)
+    assert np.abs(onsets[0] - frames / 0.9).max() <= 0.5 + 0.5 / 0.9
+    # timgm6mb at 1.0: the primary's frames exactly, another sound.
+    np.testing.assert_array_equal(onsets[1], frames)
+    t = min(length, lengths[1])
+    assert np.abs(tim[:, :t] - spec[:, :t]).mean() > 0.05
+    # Pair i is the same note in every rendering: its spectrum matches the
+    # primary's at pair i, far better than at pair i + 3.
+    for other, on in ((slow, onsets[0]), (tim, onsets[1])):
+      same = _onset_similarity(spec, frames, other, on)
+      assert same > _onset_similarity(spec, frames, other, np.roll(on, 3)
+                                      ) + 0.2, same
+  # The pairs config is the primary rendering's, as without extras.
+  assert len(pairs) == n_pairs == report['onsets']['test']
+  assert [int(pairs[i]['onset_frame']) for i in range(len(pairs))] == [
+      int(f) for i in range(len(pieces)) for f in pieces[i]['onset_frames']]
+
+
+def test_renderings_must_have_distinct_tags(tmp_path, midi_dir):
+  with pytest.raises(pipeline.PrepareError,
+                     match='extra rendering 0 has the tag fluidr3_t1.00 of '
+                           'the primary rendering'):
+    build.prepare(str(midi_dir), str(tmp_path),
+                  renderings=(synth.SynthParams('fluidr3', 1.0),))
+  twice = (synth.SynthParams(tempo=0.9), synth.SynthParams('timgm6mb'),
+           synth.SynthParams(tempo=0.9))
+  with pytest.raises(pipeline.PrepareError,
+                     match='extra rendering 2 has the tag fluidr3_t0.90 of '
+                           'extra rendering 0'):
+    nas.NottinghamAudioSheet(config='pieces', data_dir=str(tmp_path),
+                             renderings=twice)
+  assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_cli_renderings_are_soundfonts_times_tempos(tmp_path, midi_dir):
+  tags = [r.tag for r in prepare_cli.extra_renderings(
+      synth.SynthParams(), ['fluidr3', 'timgm6mb'], [0.9, 1.0, 1.1])]
+  assert tags == ['fluidr3_t0.90', 'fluidr3_t1.10', 'timgm6mb_t0.90',
+                  'timgm6mb_t1.00', 'timgm6mb_t1.10']
+  only_tempos = prepare_cli.extra_renderings(
+      synth.SynthParams('timgm6mb'), [], [1.2, 1.0])
+  assert [r.tag for r in only_tempos] == ['timgm6mb_t1.20']
+  assert prepare_cli.extra_renderings(synth.SynthParams(), [], []) == ()
+  for args, message in ((['--tempos', '0.9,0'], '--tempos: tempo factor 0 '
+                                                'outside [0.25, 4.0]'),
+                        (['--tempos', 'fast'],
+                         "--tempos: 'fast' is not a number"),
+                        (['--tempos', '0.9,.9'],
+                         '--tempos lists 0.9 more than once'),
+                        (['--soundfonts', 'fluidr3,nope.sf2'],
+                         "--soundfonts: soundfont 'nope.sf2' not found")):
+    out = _cli('--midi_dir', str(midi_dir), '--data_dir', str(tmp_path / 'd'),
+               '--splits', 'test', '--limit', '1', *args)
+    assert out.returncode != 0 and f'error: {message}' in out.stderr, (
+        args, out.stderr[-2000:])
+  assert not (tmp_path / 'd').exists()  # refused before any work
 
 
 def test_show_draws_a_figure(prepared, tmp_path):

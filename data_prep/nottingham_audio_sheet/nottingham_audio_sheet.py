@@ -7,7 +7,28 @@ Configs:
     values (as stored in ``pieces``), so both configs give identical windows.
   * ``pieces``: one example per piece: the unrolled score strip, the full
     spectrogram as 6-bit codes with its scale (about 45 bytes per frame on
-    disk), onset frames and notehead x; for on-the-fly cropping.
+    disk), onset frames and notehead x; for on-the-fly cropping.  Optionally
+    (``renderings``, since 1.1.0) extra renderings of the same piece's audio
+    for augmentation: other tempo factors and soundfonts, each with the onset
+    frame of each of the same pairs (same notehead order).  Its features:
+
+    ``piece`` (text), ``strip`` ``(48, W)`` uint8, ``spec_codes`` ``(136, T)``
+    uint8 with ``spec_scale`` float32 (the primary rendering),
+    ``onset_frames`` ``(P,)`` int32, ``notehead_x`` ``(P,)`` float32 px,
+    ``onset_bars`` ``(P,)`` int32; ``renderings`` (text): comma-separated
+    ``SynthParams.tag`` of all ``1 + E`` renderings, the primary first, e.g.
+    ``fluidr3_t1.00,fluidr3_t0.90``; ``extra_codes`` ``(136, sum T_e)`` uint8:
+    the 6-bit codes of the ``E`` extra spectrograms concatenated in time in
+    tag order, ``extra_frames`` ``(E,)`` int32 their lengths ``T_e``,
+    ``extra_scales`` ``(E,)`` float32 their scales (``audio.dequantize``
+    each), ``extra_onsets`` ``(E, P)`` int32 the frame of pair ``i`` in
+    rendering ``e`` (non-decreasing; two pairs may share a frame at a fast
+    tempo).  Without extra renderings: shapes ``(136, 0)``, ``(0,)``,
+    ``(0,)``, ``(0, P)``.
+
+The ``pairs`` config holds the primary rendering only (the paper's evaluation
+data), and both configs hold the same pieces: a piece one of whose renderings
+fails is skipped in both.
 
 Both are written as ``array_record`` with ``Tensor`` features (zlib), with
 shuffling disabled, so examples stay in (piece name, onset) order: the
@@ -19,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import os
+from typing import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -34,17 +56,46 @@ _Z = dict(encoding=tfds.features.Encoding.ZLIB)
 MEM_BUFFER_BYTES = 8 << 30  # see _download_and_prepare
 
 
+def extra_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
+  """The ``pieces`` features of a piece's renderings (see the module doc).
+
+  Returns:
+    'renderings' (all tags, comma-separated), 'extra_codes' ``(136, sum T_e)``
+    uint8, 'extra_frames' ``(E,)`` int32, 'extra_scales' ``(E,)`` float32,
+    'extra_onsets' ``(E, P)`` int32.
+  """
+  quantized = [audio.quantize(s) for s in piece.extra_specs]
+  codes = (np.concatenate([c for c, _ in quantized], axis=1) if quantized
+           else np.zeros((snippets.SPEC_BINS, 0), np.uint8))
+  return {
+      'renderings': ','.join(piece.renderings),
+      'extra_codes': codes,
+      'extra_frames': np.array([s.shape[1] for s in piece.extra_specs],
+                               np.int32),
+      'extra_scales': np.array([sc for _, sc in quantized], np.float32),
+      'extra_onsets': np.asarray(piece.extra_onsets, np.int32).reshape(
+          len(piece.extra_specs), len(piece.onset_frames)),
+  }
+
+
 class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   """Aligned sheet-music / audio pairs from the Nottingham MIDI data set."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'LilyPond 2.25 engraving, FluidSynth FluidR3 GM.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'LilyPond 2.25 engraving, FluidSynth FluidR3 GM.',
+      '1.1.0': ('pieces: extra audio renderings (tempo factors x soundfonts) '
+                'for augmentation: renderings, extra_codes, extra_frames, '
+                'extra_scales, extra_onsets (empty without extras); pairs '
+                'unchanged.'),
+  }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='pairs', description=(
           'One example per onset: (40, 100) sheet snippet, (136, 100) '
           'spectrogram excerpt.')),
       tfds.core.BuilderConfig(name='pieces', description=(
-          'One example per piece: strip, 6-bit spectrogram, onsets.')),
+          'One example per piece: strip, 6-bit spectrogram, onsets; extra '
+          'renderings (tempo factors x soundfonts) with their onsets.')),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Download Nottingham.zip (Boulanger-Lewandowski, Bengio & Vincent, '
@@ -55,6 +106,7 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, splits=pipeline.SPLITS, limit: int | None = None,
                cache_dir: str | None = None, workers: int | None = None,
                synth_params: synth.SynthParams = synth.SynthParams(),
+               renderings: Sequence[synth.SynthParams] = (),
                progress: bool = True, **kwargs):
     """Extra arguments (generation only; reading needs none of them).
 
@@ -63,13 +115,23 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
       limit: at most this many pieces per split (sorted by file name).
       cache_dir: stage cache (default ``<data_dir>/cache``).
       workers: processes for per-piece work (default: all cores).
-      synth_params: soundfont, tempo factor, ... of the audio.
+      synth_params: soundfont, tempo factor, ... of the primary rendering
+        (the audio of ``pairs`` and of ``spec_codes``).
+      renderings: extra renderings of every piece (``pieces``' ``extra_*``
+        features), in this order; each tag (``SynthParams.tag``) must differ
+        from the primary's and the others'.  Pass the same to both configs:
+        a piece one of them fails for is skipped.
       progress: progress bar.
       **kwargs: for ``tfds.core.GeneratorBasedBuilder``.
+
+    Raises:
+      pipeline.PrepareError: a rendering repeating the primary's or another
+        one's tag.
     """
     self._splits, self._limit = tuple(splits), limit
     self._cache_dir, self._workers = cache_dir, workers
     self._synth_params, self._progress = synth_params, progress
+    self._renderings = pipeline.check_renderings(synth_params, renderings)
     self.items: list[pipeline.Item] = []
     self._root = os.fspath(kwargs.get('data_dir') or tfds.core.constants.DATA_DIR)
     super().__init__(**kwargs)
@@ -107,6 +169,15 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
                                              **_Z),
           'onset_bars': tfds.features.Tensor(shape=(None,), dtype=np.int32,
                                              **_Z),
+          'renderings': tfds.features.Text(),
+          'extra_codes': tfds.features.Tensor(
+              shape=(snippets.SPEC_BINS, None), dtype=np.uint8, **_Z),
+          'extra_frames': tfds.features.Tensor(shape=(None,), dtype=np.int32,
+                                               **_Z),
+          'extra_scales': tfds.features.Tensor(shape=(None,),
+                                               dtype=np.float32, **_Z),
+          'extra_onsets': tfds.features.Tensor(shape=(None, None),
+                                               dtype=np.int32, **_Z),
       }
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict(features),
@@ -140,11 +211,14 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
     # the examples of those already done.
     self._stream = pipeline.run_iter(files, cache_dir, self._synth_params,
                                      workers=self._workers,
-                                     progress=self._progress)
+                                     progress=self._progress,
+                                     renderings=self._renderings)
     self._pending = {split: collections.deque() for split in files}
     self._report_extra = dict(midi_dir=midi_dir, splits=list(files),
                               limit=self._limit,
-                              synth=self._synth_params.tag)
+                              synth=self._synth_params.tag,
+                              renderings=[r.tag for r in (
+                                  self._synth_params, *self._renderings)])
     self.items = []
     return {split: self._generate_examples(split) for split in files}
 
@@ -182,7 +256,8 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
             'piece': piece.name, 'strip': piece.strip, 'spec_codes': codes,
             'spec_scale': np.float32(scale),
             'onset_frames': piece.onset_frames,
-            'notehead_x': piece.notehead_x, 'onset_bars': piece.onset_bars}
+            'notehead_x': piece.notehead_x, 'onset_bars': piece.onset_bars,
+            **extra_features(piece)}
         continue
       # The same (quantized) values as the pieces config, so both configs
       # give identical windows; 6x smaller on disk than the raw float32.
