@@ -8,8 +8,10 @@ the towers' outputs of training pairs; retrieval compares CCA-projected,
 L2-normalised embeddings by cosine similarity.
 
 Data stay on the device: a ``input_pipeline.PieceSet`` is put there once and
-every step cuts its batch's windows (``input_pipeline.cut_windows``) from pair
-indices; the epoch's batch order, ``(steps, B)`` int32, goes to the device
+every step cuts its batch's windows (``input_pipeline.batch_windows``) from
+pair indices, with augmentation drawn on the device (sheet shifts, onset
+jitter, and a uniform choice among the prepared audio renderings loaded with
+``TrainConfig.renderings``); the epoch's batch order, ``(steps, B)`` int32, goes to the device
 once per epoch and ``train_steps`` runs ``steps_per_dispatch`` SGD steps per
 jitted call, slicing its batches from that order on the device.
 
@@ -97,6 +99,10 @@ class TrainConfig:
   aug_dx: int = 0                    # max horizontal sheet shift, px
   aug_dy: int = 0                    # max vertical sheet shift, px
   aug_dframe: int = 0                # max onset jitter, frames
+  # Audio renderings to train on, one drawn per pair and step: 'primary'
+  # (the paper's data), 'all' prepared ones, or comma-separated tags such as
+  # 'fluidr3_t1.00,timgm6mb_t0.90'.  Validation uses the primary rendering.
+  renderings: str = 'primary'
   log_every: int = 100               # steps between progress lines
   steps_per_dispatch: int = 1        # fused SGD steps per jitted call (K)
   max_consecutive_skips: int = 10    # non-finite steps in a row before stop
@@ -108,6 +114,16 @@ class TrainConfig:
   def from_json(cls, d: dict) -> 'TrainConfig':
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def renderings_arg(renderings: str):
+  """``TrainConfig.renderings`` -> the ``renderings`` of ``load_pieces``."""
+  renderings = renderings.strip()
+  if renderings in ('', 'primary'):
+    return None
+  if renderings == 'all':
+    return 'all'
+  return [t.strip() for t in renderings.split(',') if t.strip()]
 
 
 def model_from_config(config: TrainConfig) -> models.DCCAModel:
@@ -240,12 +256,17 @@ def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
           batch_sharding) -> tuple[TrainState, dict]:
   """The body of ``train_step`` and of ``train_steps`` (traced, not jitted)."""
   idx = _constrain(idx, batch_sharding)
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
   offsets = (0, 0, 0)
   if any(augment):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
     offsets = input_pipeline.random_offsets(rng, idx.shape[0], *augment)
-  sheets, specs = input_pipeline.cut_windows(
-      arrays.strips, arrays.specs, arrays.x[idx], arrays.frame[idx], *offsets)
+  rendering = 0
+  n_renderings = arrays.frame.shape[0]   # static
+  if n_renderings > 1:
+    rendering = input_pipeline.random_renderings(
+        jax.random.fold_in(rng, 1), idx.shape[0], n_renderings)
+  sheets, specs = input_pipeline.batch_windows(arrays, idx, rendering,
+                                               *offsets)
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(
@@ -339,8 +360,10 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
     arrays: device ``input_pipeline.Arrays`` of the training pieces.
     idx: (B,) int32 pair indices.
     model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
-    augment: static ``(max_dx, max_dy, max_dframe)``; offsets are drawn from
-      ``fold_in(key(seed), state.step)``, so a replay draws the same ones.
+    augment: static ``(max_dx, max_dy, max_dframe)``; offsets (and, when
+      ``arrays`` hold R > 1 renderings, each pair's rendering, uniform) are
+      drawn from ``fold_in(key(seed), state.step)``, so a replay draws the
+      same ones.
     seed: static base seed of the augmentation keys.
     batch_sharding: ``NamedSharding`` of a batch over a device mesh
       (``data_mesh``, ``PartitionSpec('data')``), or None (one device): the
@@ -405,8 +428,7 @@ def replicate(tree, mesh):
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def _embed_windows(model, variables, arrays, idx):
-  sheets, specs = input_pipeline.cut_windows(
-      arrays.strips, arrays.specs, arrays.x[idx], arrays.frame[idx])
+  sheets, specs = input_pipeline.batch_windows(arrays, idx)   # rendering 0
   return model.apply(variables, sheets, specs, train=False)
 
 
@@ -790,15 +812,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
 
   t0 = time.time()
   if train_set is None:
-    train_set = input_pipeline.load_pieces(config.data_dir, 'train',
-                                           config.max_train_pieces)
+    train_set = input_pipeline.load_pieces(
+        config.data_dir, 'train', config.max_train_pieces,
+        renderings_arg(config.renderings))
   if val_set is None:
     val_set = input_pipeline.load_pieces(config.data_dir, 'valid',
                                          config.max_val_pieces)
-  logging.info('data: train %d pairs / %d pieces (%.1f MB), valid %d pairs / '
-               '%d pieces (%.1f MB), loaded in %.1f s', len(train_set),
-               len(train_set.names), train_set.nbytes / 1e6, len(val_set),
-               len(val_set.names), val_set.nbytes / 1e6, time.time() - t0)
+  logging.info('data: train %d pairs / %d pieces x %d renderings %s '
+               '(%.1f MB on the device), valid %d pairs / %d pieces (%.1f MB),'
+               ' loaded in %.1f s', len(train_set), len(train_set.names),
+               len(train_set.renderings), ','.join(train_set.renderings),
+               train_set.nbytes / 1e6, len(val_set), len(val_set.names),
+               val_set.nbytes / 1e6, time.time() - t0)
   if config.steps_per_dispatch < 1:
     raise ValueError('steps_per_dispatch must be >= 1, got '
                      f'{config.steps_per_dispatch}')

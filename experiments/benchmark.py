@@ -77,6 +77,10 @@ _QUERIES = flags.DEFINE_list('queries', ['1', '1000'],
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls per number.')
 _TRAIN_PAIRS = flags.DEFINE_integer('train_pairs', TRAIN_PAIRS, 'Training '
                                     'pairs of one epoch for the epoch time.')
+_RENDERINGS = flags.DEFINE_integer('renderings', 1, 'Audio renderings in '
+                                   'the synthetic training arrays (> 1: each '
+                                   'step also draws one per pair, as '
+                                   '--renderings=all training does).')
 _TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'Path of '
                                   'torch_peer.py to run side by side.')
 
@@ -86,7 +90,8 @@ _TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'Path of '
 # --------------------------------------------------------------------------
 
 
-def synthetic_arrays(n_pairs: int, seed: int = 0) -> input_pipeline.Arrays:
+def synthetic_arrays(n_pairs: int, seed: int = 0,
+                     renderings: int = 1) -> input_pipeline.Arrays:
   """Device ``Arrays`` like a ``PieceSet`` of ``n_pairs`` pairs.
 
   One long "piece" with a pair every 15 px / 12 frames (the Nottingham
@@ -94,17 +99,22 @@ def synthetic_arrays(n_pairs: int, seed: int = 0) -> input_pipeline.Arrays:
 
   Returns:
     ``input_pipeline.Arrays`` on the default device: strips (48, W) uint8,
-    specs (136, T) float32, x and frame (n_pairs,) int32.
+    specs (136, T) uint8 6-bit codes (one spectrogram per rendering), x
+    (n_pairs,) int32, frame and step (renderings, n_pairs) int32 / float32.
   """
   rng = np.random.default_rng(seed)
   w = input_pipeline.SHEET_GAP * 2 + 15 * n_pairs
-  t = input_pipeline.SPEC_GAP * 2 + 12 * n_pairs
+  t = (input_pipeline.SPEC_GAP + 12 * n_pairs) * renderings + (
+      input_pipeline.SPEC_GAP)
   strips = rng.integers(0, 256, (snippets.STRIP_HEIGHT, w), np.uint8)
-  specs = rng.uniform(0, 3, (snippets.SPEC_BINS, t)).astype(np.float32)
+  specs = rng.integers(0, 64, (snippets.SPEC_BINS, t), np.uint8)
   x = (input_pipeline.SHEET_GAP + 15 * np.arange(n_pairs)).astype(np.int32)
-  frame = (input_pipeline.SPEC_GAP + 12 * np.arange(n_pairs)).astype(
-      np.int32)
-  return jax.device_put(input_pipeline.Arrays(strips, specs, x, frame))
+  frame = np.stack([
+      (input_pipeline.SPEC_GAP + 12 * np.arange(n_pairs)
+       + r * (input_pipeline.SPEC_GAP + 12 * n_pairs)) for r in range(
+           renderings)]).astype(np.int32)
+  step = np.full((renderings, n_pairs), 3 / 63, np.float32)
+  return jax.device_put(input_pipeline.Arrays(strips, specs, x, frame, step))
 
 
 def time_call(fn: Callable[[], object], repeats: int) -> float:
@@ -253,6 +263,7 @@ def run_all(width: float, batch_sizes: Sequence[int], dtypes: Sequence[str],
             steps_per_dispatch: Sequence[int], queries: Sequence[int],
             candidates: Sequence[int], repeats: int,
             train_pairs: int = TRAIN_PAIRS, embed_batch: int = 1000,
+            renderings: int = 1,
             log: Callable[[str], None] = print) -> dict:
   """Every measurement; the JSON the command writes.
 
@@ -262,8 +273,9 @@ def run_all(width: float, batch_sizes: Sequence[int], dtypes: Sequence[str],
     ``bench_retrieval``).
   """
   need = max(2 * b * k for b in batch_sizes for k in steps_per_dispatch)
-  arrays = synthetic_arrays(max(need, 2 * embed_batch, 1000))
-  result = {'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+  arrays = synthetic_arrays(max(need, 2 * embed_batch, 1000),
+                            renderings=renderings)
+  result = {'renderings': renderings, 'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
             'platform': jax.devices()[0].platform, 'jax': jax.__version__,
             'width': width, 'train': [], 'embed': [], 'retrieval': []}
   for dtype in dtypes:
@@ -287,7 +299,8 @@ def run_all(width: float, batch_sizes: Sequence[int], dtypes: Sequence[str],
 def format_table(result: dict) -> str:
   """The results as Markdown tables."""
   lines = [f'device: {result["device"]} ({result["platform"]}), jax '
-           f'{result["jax"]}, tower width {result["width"]:g}', '',
+           f'{result["jax"]}, tower width {result["width"]:g}, '
+           f'{result.get("renderings", 1)} rendering(s) sampled per step', '',
            '| training step | batch | steps/dispatch | pairs/s | ms/step | '
            'epoch (s) |', '|---|---|---|---|---|---|']
   for r in result['train']:
@@ -329,7 +342,7 @@ def main(argv):
   if _QUICK.value and _WIDTH.present:
     settings['width'] = _WIDTH.value
   result = run_all(dtypes=_DTYPES.value, train_pairs=_TRAIN_PAIRS.value,
-                   **settings)
+                   renderings=_RENDERINGS.value, **settings)
   if _TORCH_PEER.value:
     peer = run_torch_peer(_TORCH_PEER.value)
     if peer is not None:

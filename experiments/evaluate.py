@@ -84,12 +84,11 @@ def embed_pieces(model: dccaflax.Model, pieces: input_pipeline.PieceSet
                  ) -> tuple[np.ndarray, np.ndarray]:
   """(sheet, audio) embeddings of every pair of a ``PieceSet``."""
   arrays = jax.device_put(pieces.arrays)
-  cut = jax.jit(input_pipeline.cut_windows)
+  cut = jax.jit(input_pipeline.batch_windows)
   sheets, audios = [], []
   for start in range(0, len(pieces), _CUT_BATCH):
     stop = min(start + _CUT_BATCH, len(pieces))
-    s, a = cut(arrays.strips, arrays.specs, arrays.x[start:stop],
-               arrays.frame[start:stop])
+    s, a = cut(arrays, np.arange(start, stop))
     sheets.append(dccaflax.embed_sheet(model, np.asarray(s)))
     audios.append(dccaflax.embed_audio(model, np.asarray(a)))
   return np.concatenate(sheets), np.concatenate(audios)

@@ -69,6 +69,12 @@ flags.DEFINE_integer('aug_dy', _D.aug_dy, 'Max random vertical sheet shift '
                      '(px, 0 = off).')
 flags.DEFINE_integer('aug_dframe', _D.aug_dframe, 'Max random onset jitter '
                      '(frames, 0 = off).')
+flags.DEFINE_string('renderings', _D.renderings, 'Audio renderings to train '
+                    'on, one drawn at random per pair and step: primary (the '
+                    'paper\'s data), all (every one prepared with '
+                    'data_prep.prepare --soundfonts/--tempos), or tags such '
+                    'as fluidr3_t0.90,timgm6mb_t1.00.  Validation uses the '
+                    'primary.')
 flags.DEFINE_integer('log_every', _D.log_every, 'Steps between progress '
                      'lines.')
 flags.DEFINE_integer('steps_per_dispatch', _D.steps_per_dispatch, 'SGD '

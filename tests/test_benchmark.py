@@ -7,8 +7,10 @@ from experiments import benchmark
 
 
 def test_benchmark_functions_run_and_report():
-  arrays = benchmark.synthetic_arrays(64)
+  arrays = benchmark.synthetic_arrays(64, renderings=3)
   assert arrays.strips.shape[0] == 48 and arrays.specs.shape[0] == 136
+  assert arrays.frame.shape == arrays.step.shape == (3, 64)
+  assert int(arrays.frame.max()) + 50 < arrays.specs.shape[1]
   train = benchmark.bench_train(0.125, 'float32', 8, 2, repeats=1,
                                 arrays=arrays, train_pairs=100)
   assert set(train) == {'width', 'dtype', 'batch', 'steps_per_dispatch',

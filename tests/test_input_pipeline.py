@@ -4,11 +4,24 @@ import jax
 import numpy as np
 import pytest
 
+from dccaflax import audio
 from dccaflax import input_pipeline as ip
 from dccaflax import snippets
 from tests.conftest import synthetic_split
+from tests.conftest import with_synthetic_renderings
 
-_cut = jax.jit(ip.cut_windows)
+_windows = jax.jit(ip.batch_windows)
+
+
+def _cut(ps, *offsets, rendering=0):
+  """All windows of a PieceSet (device arrays) in one rendering."""
+  return _windows(jax.device_put(ps.arrays), np.arange(len(ps)), rendering,
+                  *offsets)
+
+
+def _stored(spec):
+  """The values a float spectrogram has once stored as 6-bit codes."""
+  return audio.dequantize(*audio.quantize(spec))
 
 
 def _edge_pieces():
@@ -34,14 +47,15 @@ def _expected(pieces, ps, dx=0, dy=0, dframe=0):
     p = pieces[ps.piece_id[i]]
     sheets.append(snippets.sheet_snippet(
         p['strip'], ps.notehead_x[i] + dx, dy))
-    specs.append(snippets.spec_excerpt(p['spec'], ps.onset_frame[i] + dframe))
+    specs.append(snippets.spec_excerpt(_stored(p['spec']),
+                                       ps.onset_frame[i] + dframe))
   return np.stack(sheets), np.stack(specs)
 
 
 def test_windows_equal_snippets_at_the_edges():
   pieces = _edge_pieces()
   ps = ip.concat_pieces(pieces)
-  sheets, specs = _cut(*ps.arrays)
+  sheets, specs = _cut(ps)
   assert sheets.dtype == np.uint8 and sheets.shape == (len(ps), 40, 100)
   assert specs.dtype == np.float32 and specs.shape == (len(ps), 136, 100)
   want_sheets, want_specs = _expected(pieces, ps)
@@ -55,7 +69,7 @@ def test_windows_equal_snippets_at_the_edges():
 def test_shifted_windows_equal_shifted_snippets(dx, dy, dframe):
   pieces = _edge_pieces()
   ps = ip.concat_pieces(pieces)
-  sheets, specs = _cut(*ps.arrays, dx, dy, dframe)
+  sheets, specs = _cut(ps, dx, dy, dframe)
   want_sheets, want_specs = _expected(pieces, ps, dx, dy, dframe)
   np.testing.assert_array_equal(sheets, want_sheets)
   np.testing.assert_array_equal(specs, want_specs)
@@ -66,13 +80,13 @@ def test_per_example_offsets():
   ps = ip.concat_pieces(pieces)
   dx, dy, dframe = ip.random_offsets(jax.random.key(3), len(ps), ip.MAX_DX,
                                      ip.MAX_DY, ip.MAX_DFRAME)
-  sheets, specs = _cut(*ps.arrays, dx, dy, dframe)
+  sheets, specs = _cut(ps, dx, dy, dframe)
   for i in range(len(ps)):
     p = pieces[ps.piece_id[i]]
     np.testing.assert_array_equal(sheets[i], snippets.sheet_snippet(
         p['strip'], ps.notehead_x[i] + int(dx[i]), int(dy[i])))
     np.testing.assert_array_equal(specs[i], snippets.spec_excerpt(
-        p['spec'], ps.onset_frame[i] + int(dframe[i])))
+        _stored(p['spec']), ps.onset_frame[i] + int(dframe[i])))
 
 
 def test_random_offsets_range_and_determinism():
@@ -93,18 +107,23 @@ def test_concat_layout_and_errors():
   ps = ip.concat_pieces(pieces)
   assert len(ps) == sum(len(p['onset_frames']) for p in pieces)
   assert ps.names == tuple(p['piece'] for p in pieces)
-  # The float spectrogram is used as is; 6-bit codes are dequantised.
-  coded = ip.concat_pieces([{k: v for k, v in p.items() if k != 'spec'}
-                            for p in pieces])
-  np.testing.assert_array_equal(ps.arrays.strips, coded.arrays.strips)
-  assert np.abs(ps.arrays.specs - coded.arrays.specs).max() <= max(
-      p['spec_scale'] for p in pieces) / 126 + 1e-6
+  assert ps.renderings == ('primary',) and ps.arrays.frame.shape == (
+      1, len(ps))
+  # A float spectrogram is stored as the 6-bit codes the TFDS data hold.
+  floats = ip.concat_pieces([
+      {k: v for k, v in p.items() if k not in ('spec_codes', 'spec_scale')}
+      for p in pieces])
+  for a, b in zip(ps.arrays, floats.arrays):
+    np.testing.assert_array_equal(a, b)
+  assert ps.arrays.specs.dtype == np.uint8 and ps.arrays.specs.max() <= 63
   # Gaps of paper / silence before, between and after the pieces.
   assert np.all(ps.arrays.strips[:, :ip.SHEET_GAP] == 255)
   assert np.all(ps.arrays.strips[:, -ip.SHEET_GAP:] == 255)
   assert np.all(ps.arrays.specs[:, :ip.SPEC_GAP] == 0)
+  assert np.all(ps.arrays.specs[:, -ip.SPEC_GAP:] == 0)
   bad = dict(pieces[0], notehead_x=pieces[0]['notehead_x'] + 1e4)
-  with pytest.raises(ValueError, match='outside the piece'):
+  with pytest.raises(ValueError, match='synth5_000: noteheads outside the '
+                     r'strip \(W=\d+\): x in \[1\d\d\d\d, '):
     ip.concat_pieces([bad])
   with pytest.raises(ValueError, match='no pieces'):
     ip.concat_pieces([])
@@ -130,9 +149,10 @@ def test_tfds_pairs_and_pieces_agree(synthetic_data):
                                 np.array(ps.names)[ps.piece_id])
   np.testing.assert_array_equal(pairs['onset_frame'], ps.onset_frame)
   np.testing.assert_array_equal(pairs['notehead_x'], ps.notehead_x)
-  sheets, specs = _cut(*ps.arrays)
+  sheets, specs = _cut(ps)
   np.testing.assert_array_equal(sheets, pairs['sheet'])
-  # pairs hold the float spectrogram, pieces its 6-bit codes
+  # This stand-in's pairs hold the float spectrogram (the real builder's hold
+  # the dequantised codes: see the next test), pieces its 6-bit codes.
   np.testing.assert_allclose(specs, pairs['spec'], atol=5 / 126)
   first = ip.load_pairs(synthetic_data, 'valid', limit=7)
   np.testing.assert_array_equal(first['sheet'], pairs['sheet'][:7])
@@ -141,7 +161,7 @@ def test_tfds_pairs_and_pieces_agree(synthetic_data):
 
 
 def test_real_pairs_equal_real_piece_windows(prepared):
-  """On real engraved/synthesised pieces: same order, identical sheets."""
+  """On real engraved/synthesised pieces: same order, identical windows."""
   data_dir, _ = prepared
   pairs = ip.load_pairs(data_dir, 'test')
   ps = ip.load_pieces(data_dir, 'test')
@@ -149,11 +169,149 @@ def test_real_pairs_equal_real_piece_windows(prepared):
   np.testing.assert_array_equal(pairs['piece'],
                                 np.array(ps.names)[ps.piece_id])
   np.testing.assert_array_equal(pairs['onset_frame'], ps.onset_frame)
-  sheets, specs = _cut(*ps.arrays)
+  sheets, specs = _cut(ps)
   np.testing.assert_array_equal(sheets, pairs['sheet'])
-  assert np.abs(np.asarray(specs) - pairs['spec']).max() < 0.05
+  np.testing.assert_array_equal(specs, pairs['spec'])
+
+
+def test_real_renderings_windows(prepared_renderings):
+  """Real renderings from the TFDS pieces config: every rendering's windows
+  are its own spectrogram's excerpts at its own onsets, sheets are shared,
+  and rendering 0 is the pairs config's audio."""
+  data_dir, _ = prepared_renderings
+  ps = ip.load_pieces(data_dir, 'test', renderings='all')
+  assert ps.renderings == ('fluidr3_t1.00', 'fluidr3_t0.90',
+                           'timgm6mb_t1.00')
+  pairs = ip.load_pairs(data_dir, 'test')
+  examples = list(ip._read(ip._data_source(data_dir, 'pieces', 'test'), 3))  # pylint: disable=protected-access
+  for k in range(3):
+    sheets, specs = _cut(ps, rendering=k)
+    np.testing.assert_array_equal(sheets, pairs['sheet'])
+    if k == 0:
+      np.testing.assert_array_equal(specs, pairs['spec'])
+    for i in range(0, len(ps), 37):
+      ex = examples[ps.piece_id[i]]
+      j = i - int(np.flatnonzero(ps.piece_id == ps.piece_id[i])[0])
+      if k == 0:
+        spec = audio.dequantize(ex['spec_codes'], ex['spec_scale'])
+        frame = ex['onset_frames'][j]
+      else:
+        end = int(np.cumsum(ex['extra_frames'])[k - 1])
+        spec = audio.dequantize(
+            ex['extra_codes'][:, end - ex['extra_frames'][k - 1]:end],
+            ex['extra_scales'][k - 1])
+        frame = ex['extra_onsets'][k - 1][j]
+      np.testing.assert_array_equal(specs[i],
+                                    snippets.spec_excerpt(spec, frame))
+  assert ps.nbytes == ip.footprint_bytes(
+      ps.arrays.strips.shape[1], ps.arrays.specs.shape[1], len(ps), 3)
+  primary = ip.load_pieces(data_dir, 'test')
+  assert primary.renderings == ('fluidr3_t1.00',)
+  # Audio of tempo factors 1, 1/0.9 and 1 (gaps included): 3.11x the primary.
+  ratio = ps.arrays.specs.shape[1] / primary.arrays.specs.shape[1]
+  assert 3.0 < ratio < 3.2, ratio
+  np.testing.assert_array_equal(ps.arrays.strips, primary.arrays.strips)
 
 
 def test_missing_data_says_how_to_prepare(tmp_path):
   with pytest.raises(FileNotFoundError, match='data_prep.prepare'):
     ip.load_pieces(tmp_path, 'train')
+
+
+# --------------------------------------------------------------------------
+# Renderings
+# --------------------------------------------------------------------------
+
+
+def test_rendering_windows_equal_their_own_snippets():
+  pieces = [with_synthetic_renderings(p) for p in synthetic_split(7, 3)]
+  ps = ip.concat_pieces(pieces, 'all')
+  assert ps.renderings == ('a_t1.00', 'a_t0.80', 'a_t1.25')
+  assert ps.arrays.frame.shape == ps.arrays.step.shape == (3, len(ps))
+  primary = ip.concat_pieces(pieces)
+  assert primary.renderings == ('a_t1.00',)
+  for k in range(3):
+    sheets, specs = _cut(ps, rendering=k)
+    np.testing.assert_array_equal(sheets, _cut(primary)[0])
+    for i in range(0, len(ps), 7):
+      p = pieces[ps.piece_id[i]]
+      j = i - int(np.flatnonzero(ps.piece_id == ps.piece_id[i])[0])
+      if k == 0:
+        spec, frame = audio.dequantize(p['spec_codes'], p['spec_scale']), (
+            p['onset_frames'][j])
+      else:
+        end = int(np.cumsum(p['extra_frames'])[k - 1])
+        codes = p['extra_codes'][:, end - p['extra_frames'][k - 1]:end]
+        spec = audio.dequantize(codes, p['extra_scales'][k - 1])
+        frame = p['extra_onsets'][k - 1][j]
+      np.testing.assert_array_equal(specs[i],
+                                    snippets.spec_excerpt(spec, frame))
+  # Per-pair renderings pick row by row.
+  r = ip.random_renderings(jax.random.key(0), len(ps), 3)
+  assert set(np.unique(r).tolist()) == {0, 1, 2}
+  mixed = _cut(ps, rendering=r)[1]
+  for k in range(3):
+    np.testing.assert_array_equal(np.asarray(mixed)[np.asarray(r) == k],
+                                  np.asarray(_cut(ps, rendering=k)[1])[
+                                      np.asarray(r) == k])
+
+
+def test_rendering_selection_and_errors():
+  pieces = [with_synthetic_renderings(p) for p in synthetic_split(8, 2)]
+  ps = ip.concat_pieces(pieces, ['a_t1.25', 'a_t1.00'])
+  assert ps.renderings == ('a_t1.25', 'a_t1.00')
+  full = ip.concat_pieces(pieces, 'all')
+  np.testing.assert_array_equal(ps.arrays.step[1], full.arrays.step[0])
+  # Unused renderings take no device memory.
+  assert ps.nbytes < full.nbytes
+  with pytest.raises(ValueError, match=r"synth8_000: rendering\(s\) "
+                     r"\['b_t1.00'\] not prepared.*--tempos"):
+    ip.concat_pieces(pieces, ['b_t1.00'])
+  with pytest.raises(ValueError, match="renderings must be"):
+    ip.concat_pieces(pieces, 'primary')
+  mixed = [pieces[0], with_synthetic_renderings(synthetic_split(8, 2)[1], (0.8,))]
+  with pytest.raises(ValueError, match='synth8_001: renderings .* differ'):
+    ip.concat_pieces(mixed, 'all')
+  bad = dict(pieces[0], extra_onsets=pieces[0]['extra_onsets'][:, :-1])
+  with pytest.raises(ValueError, match='onsets of rendering a_t0.80'):
+    ip.concat_pieces([bad], 'all')
+
+
+# --------------------------------------------------------------------------
+# Memory footprint
+# --------------------------------------------------------------------------
+
+
+def test_footprint_is_what_the_device_holds():
+  pieces = [with_synthetic_renderings(p) for p in synthetic_split(9, 4)]
+  ps = ip.concat_pieces(pieces, 'all')
+  a = ps.arrays
+  want = ip.footprint_bytes(a.strips.shape[1], a.specs.shape[1], len(ps), 3)
+  assert ps.nbytes == want
+  on_device = jax.device_put(a)
+  assert sum(x.nbytes for x in jax.tree.leaves(on_device)) == want
+  assert sum(sum(s.data.nbytes for s in x.addressable_shards)
+             for x in jax.tree.leaves(on_device)) == want
+
+
+def test_nottingham_training_split_fits_well_under_2_gb(midi_dir):
+  """The whole training split with six renderings (tempo factors 0.9, 1.0,
+  1.1 x two soundfonts), bounded from its MIDI files: exact spectrogram
+  lengths (audio ends with the last note), an upper bound on pairs (one per
+  note) and strips at 30 px per note (the prepared training pieces average
+  13.9 px per pair, 26.6 at most)."""
+  from data_prep import melody  # pylint: disable=g-import-not-at-top
+  files = sorted((midi_dir / 'train').glob('*.mid'))
+  assert len(files) == 694
+  notes, frames = 0, 0
+  tempos = (0.9, 1.0, 1.1)
+  for f in files:
+    mel = melody.read_melody(str(f))
+    end = max(n.end_s for n in mel.notes)
+    notes += len(mel.notes)
+    frames += sum(int(np.ceil(end / t * snippets.FPS)) + 1 + ip.SPEC_GAP
+                  for t in tempos) * 2
+  px = 30 * notes + ip.SHEET_GAP * (len(files) + 1)
+  total = ip.footprint_bytes(px, frames, notes, renderings=6)
+  print(f'training split, 6 renderings: at most {total / 1e9:.2f} GB')
+  assert total < 1.6e9, total / 1e9

@@ -13,7 +13,9 @@ import pytest
 from dccaflax import cca
 from dccaflax import input_pipeline as ip
 from dccaflax import train_lib
+from tests.conftest import synthetic_split
 from tests.conftest import tiny_train_config
+from tests.conftest import with_synthetic_renderings
 
 
 def _restore_params(workdir):
@@ -90,6 +92,48 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(
     assert [json.loads(line)['epoch'] for line in f] == [2, 4]
 
 
+def test_renderings_arg():
+  assert train_lib.renderings_arg('primary') is None
+  assert train_lib.renderings_arg('') is None
+  assert train_lib.renderings_arg('all') == 'all'
+  assert train_lib.renderings_arg('a_t1.00, b_t0.90') == ['a_t1.00',
+                                                          'b_t0.90']
+
+
+def test_steps_draw_a_rendering_per_pair():
+  """With R renderings each step trains on a random one per pair: the same
+  step on arrays whose extra rows repeat row 0 equals the one-rendering
+  step exactly, and differs with real extra renderings."""
+  pieces = [with_synthetic_renderings(p) for p in synthetic_split(1, 4)]
+  three = ip.concat_pieces(pieces, 'all').arrays
+  one = ip.concat_pieces(pieces).arrays
+  same = three._replace(frame=np.repeat(three.frame[:1], 3, 0),
+                        step=np.repeat(three.step[:1], 3, 0))
+  model = train_lib.models.create_model(width=0.125, out_dim=8)
+  optimizer = train_lib.make_optimizer(0.1, 0.9, 25, 10)
+  state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
+  idx = np.arange(32, dtype=np.int32)
+  step = lambda a: train_lib.train_step(
+      state, jax.device_put(a), idx, model=model, optimizer=optimizer,
+      reg=1e-3, seed=5)[1]['loss']
+  assert float(step(same)) == float(step(one))
+  assert float(step(three)) != float(step(one))
+
+
+def test_training_on_prepared_renderings(prepared_renderings, tmp_path):
+  """Real renderings (FluidR3 at tempo 1 and 0.9, TimGM6mb at 1) from the
+  TFDS data, trained with --renderings all; validation on the primary."""
+  data_dir, _ = prepared_renderings
+  train = ip.load_pieces(data_dir, 'test', renderings='all')
+  assert len(train.renderings) == 3
+  val = ip.load_pieces(data_dir, 'test')
+  config = tiny_train_config(data_dir, epochs=1, eval_every=1,
+                             renderings='all')
+  state = train_lib.train_and_evaluate(config, str(tmp_path), train, val)
+  assert int(state.step) == len(train) // config.batch_size
+  assert int(state.skipped) == 0
+
+
 def test_non_finite_step_is_skipped_and_counted(synthetic_data):
   config = tiny_train_config(synthetic_data)
   train = ip.load_pieces(synthetic_data, 'train')
@@ -103,7 +147,7 @@ def test_non_finite_step_is_skipped_and_counted(synthetic_data):
       s, a, idx, model=model, optimizer=optimizer, reg=config.reg,
       augment=(0, 0, 0), seed=config.seed)   # as train_and_evaluate calls it
   idx = np.arange(32, dtype=np.int32)
-  bad = arrays._replace(specs=arrays.specs.at[:, :].set(jnp.nan))
+  bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
   new, metrics = step(state, bad, idx)
   assert not bool(metrics['finite']) and not np.isfinite(metrics['loss'])
   assert int(new.skipped) == 1 and int(new.skip_run) == 1
@@ -125,9 +169,9 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(synthetic_data,
                                                            tmp_path):
   train = ip.load_pieces(synthetic_data, 'train')
   val = ip.load_pieces(synthetic_data, 'valid')
-  specs = np.full_like(train.arrays.specs, np.nan)
+  step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
   broken = ip.PieceSet(**{**train.__dict__,
-                          'arrays': train.arrays._replace(specs=specs)})
+                          'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3)
   with pytest.raises(train_lib.NonFiniteError, match='3 consecutive'):
     train_lib.train_and_evaluate(config, str(tmp_path), broken, val)
@@ -205,7 +249,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
                (one_fused.params, one_fused.batch_stats),
                (one.params, one.batch_stats))
   # Non-finite steps inside a chunk are skipped and counted as before.
-  bad = arrays._replace(specs=arrays.specs.at[:, :].set(jnp.nan))
+  bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
   new, m = train_lib.train_steps(state0, bad, order, np.int32(0),
                                  np.int32(3), max_steps=3, **kw)
   assert not np.any(m['finite'])
@@ -243,9 +287,9 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
                (state.params, state.batch_stats, state.opt_state))
   # The caller still stops at the step that makes 3 skips in a row.
   val = ip.load_pieces(synthetic_data, 'valid')
-  specs = np.full_like(train.arrays.specs, np.nan)
+  step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
   broken = ip.PieceSet(**{**train.__dict__,
-                          'arrays': train.arrays._replace(specs=specs)})
+                          'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3,
                              steps_per_dispatch=3)
   with pytest.raises(train_lib.NonFiniteError, match='3 consecutive'):
@@ -316,8 +360,7 @@ def rel_err(a, b):
   return float(np.sqrt(num / den))
 
 # Loss, gradients and BatchNorm statistics of one global batch.
-sheets, specs = jax.jit(ip.cut_windows)(
-    arrays1.strips, arrays1.specs, arrays1.x[order[0]], arrays1.frame[order[0]])
+sheets, specs = jax.jit(ip.batch_windows)(arrays1, order[0])
 grad_fn = jax.jit(functools.partial(train_lib.loss_and_grads, model=model,
                                     reg=1e-3))
 (l1, bs1), g1 = grad_fn(state.params, state.batch_stats, sheets, specs)
