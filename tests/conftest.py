@@ -287,6 +287,20 @@ def real_index(tmp_path_factory, real_model, real_data) -> pathlib.Path:
 
 
 @pytest.fixture(scope='session')
+def model(real_model):
+  """``real_model`` loaded (``dccaflax.Model``)."""
+  import dccaflax  # pylint: disable=g-import-not-at-top
+  return dccaflax.load(real_model)
+
+
+@pytest.fixture(scope='session')
+def index(real_index):
+  """``real_index`` loaded (``index.Index``)."""
+  from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
+  return index_lib.load(real_index)
+
+
+@pytest.fixture(scope='session')
 def recordings(tmp_path_factory, real_midi) -> dict:
   """Recordings of the first test piece: {'name', 'wav' (the pipeline's
   rendering: FluidR3, 22,050 Hz mono), 'mp3' (made outside the pipeline:

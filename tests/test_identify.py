@@ -5,22 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import dccaflax
 from dccaflax import audio
 from dccaflax import identify
 from dccaflax import index as index_lib
 from dccaflax import query
 from tests.test_index import run_cli
-
-
-@pytest.fixture(scope='module')
-def model(real_model):
-  return dccaflax.load(real_model)
-
-
-@pytest.fixture(scope='module')
-def index(real_index):
-  return index_lib.load(real_index)
 
 
 def test_window_centres():

@@ -6,21 +6,10 @@ import soundfile
 
 import dccaflax
 from dccaflax import audio
-from dccaflax import index as index_lib
 from dccaflax import input_pipeline
 from dccaflax import query
 from dccaflax import snippets
 from tests.test_index import run_cli
-
-
-@pytest.fixture(scope='module')
-def model(real_model):
-  return dccaflax.load(real_model)
-
-
-@pytest.fixture(scope='module')
-def index(real_index):
-  return index_lib.load(real_index)
 
 
 def test_audio_query_is_the_training_excerpt(recordings, tmp_path):
