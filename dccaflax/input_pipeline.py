@@ -203,11 +203,11 @@ class PieceSet:
 
   Memory footprint (``footprint_bytes``): 48 bytes per strip px, 136 bytes
   per spectrogram frame (6-bit codes in uint8) and 4 + 8 R bytes per pair on
-  the device.  The Nottingham training split (694 pieces, 125,053 pairs,
-  43,993 s of melody at tempo 1, strips of about 2,400 px per piece) takes
-  about 0.27 GB with the primary rendering alone and 1.2 GB with six (tempo
-  factors 0.9/1.0/1.1 x two soundfonts); ``tests/test_input_pipeline.py``
-  bounds it from the MIDI files.
+  the device.  The Nottingham training split (694 pieces, 125,053 pairs)
+  measured 0.29 GB with the primary rendering alone (1.77 M strip px, 1.47 M
+  frames) and 1.30 GB with six (tempo factors 0.9/1.0/1.1 x FluidR3 and
+  TimGM6mb: 8.9 M frames); ``tests/test_input_pipeline.py`` bounds the
+  six-rendering footprint from the MIDI files (at most 1.35 GB).
 
   Attributes:
     arrays: ``Arrays`` (numpy); ``jax.device_put(ps.arrays)`` once, then cut
