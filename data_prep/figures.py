@@ -92,3 +92,56 @@ def draw(ex, out: str, start_s: float = 0.0, seconds: float = 10.0,
   fig.savefig(out, dpi=110, bbox_inches='tight')
   plt.close(fig)
   return out
+
+
+def rendering_spectrograms(ex) -> list[tuple[str, np.ndarray, np.ndarray]]:
+  """``[(tag, spec (136, T) float32, onset frames (P,))]`` of every rendering
+  of a ``pieces`` example, the primary first."""
+  tags = [t for t in ex['renderings'].decode().split(',') if t] or ['primary']
+  out = [(tags[0], audio.dequantize(ex['spec_codes'], float(ex['spec_scale'])),
+          ex['onset_frames'])]
+  ends = np.cumsum(ex['extra_frames'])
+  for k, tag in enumerate(tags[1:]):
+    codes = ex['extra_codes'][:, ends[k] - ex['extra_frames'][k]:ends[k]]
+    out.append((tag, audio.dequantize(codes, float(ex['extra_scales'][k])),
+                ex['extra_onsets'][k]))
+  return out
+
+
+def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
+  """Writes a figure of the same pairs in every rendering; returns ``out``.
+
+  Top row: ``n_pairs`` evenly spaced sheet snippets; below, one row per
+  rendering (tag on the left): the spectrogram excerpt of the same pair at
+  that rendering's onset frame.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rends = rendering_spectrograms(ex)
+  xs = ex['notehead_x']
+  picks = np.linspace(0, len(xs) - 1, min(n_pairs, len(xs))).round().astype(
+      int)
+  fig, axes = plt.subplots(1 + len(rends), len(picks), squeeze=False,
+                           figsize=(2.4 * len(picks), 1.2 + 1.5 * len(rends)))
+  for j, i in enumerate(picks):
+    a = axes[0, j]
+    a.imshow(snippets.sheet_snippet(ex['strip'], xs[i]), cmap='gray', vmin=0,
+             vmax=255)
+    a.set_title(f'pair {i}', fontsize=8)
+    a.axis('off')
+    for r, (tag, spec, frames) in enumerate(rends, start=1):
+      a = axes[r, j]
+      a.imshow(snippets.spec_excerpt(spec, frames[i]), origin='lower',
+               cmap='magma', aspect='auto')
+      a.axvline(snippets.SPEC_FRAMES // 2, color='c', lw=0.6, alpha=0.6)
+      a.set_xticks([])
+      a.set_yticks([])
+      a.set_title(f'frame {frames[i]}', fontsize=7)
+      if j == 0:
+        a.set_ylabel(tag, fontsize=8)
+  fig.suptitle(f'{ex["piece"].decode()}: the same pairs in its '
+               f'{len(rends)} renderings', fontsize=10)
+  fig.savefig(out, dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  return out

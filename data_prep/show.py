@@ -3,7 +3,11 @@ onset marks (same colour = same onset), and a row of snippet pairs like the
 paper's Figure 1.
 
   python -m data_prep.show --data_dir OUT --piece NAME --out fig.png \
-      [--start 0 --seconds 10]
+      [--start 0 --seconds 10] [--renderings_out renderings.png]
+
+--renderings_out also draws a few pairs in every prepared rendering (data
+prepared with --soundfonts/--tempos): one sheet snippet over the excerpts of
+each rendering at its own onset frame.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ _OUT = flags.DEFINE_string('out', 'piece.png', 'Output PNG.')
 _START = flags.DEFINE_float('start', 0.0, 'First second shown.')
 _SECONDS = flags.DEFINE_float('seconds', 10.0, 'Seconds shown.')
 _PAIRS = flags.DEFINE_integer('pairs', 6, 'Snippet pairs in the bottom row.')
+_RENDERINGS_OUT = flags.DEFINE_string(
+    'renderings_out', None, 'Also write a PNG of a few pairs in every '
+    'prepared rendering.')
 
 
 def main(argv):
@@ -38,6 +45,10 @@ def main(argv):
   except ValueError as e:
     sys.exit(f'error: {e}')
   print(f'wrote {_OUT.value} ({ex["piece"].decode()}, {split})')
+  if _RENDERINGS_OUT.value:
+    figures.draw_renderings(ex, _RENDERINGS_OUT.value, _PAIRS.value)
+    print(f'wrote {_RENDERINGS_OUT.value} ({len(ex["extra_frames"]) + 1} '
+          'renderings)')
 
 
 if __name__ == '__main__':

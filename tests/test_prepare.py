@@ -202,6 +202,17 @@ def test_show_draws_a_figure(prepared, tmp_path):
     figures.find_piece(str(data_dir), 'no_such_piece')
 
 
+def test_show_draws_the_renderings(prepared_renderings, tmp_path):
+  data_dir, _ = prepared_renderings
+  ex, _ = figures.find_piece(str(data_dir), None)
+  rends = figures.rendering_spectrograms(ex)
+  assert [t for t, _, _ in rends] == ['fluidr3_t1.00', 'fluidr3_t0.90',
+                                      'timgm6mb_t1.00']
+  assert all(len(f) == len(ex['notehead_x']) for _, _, f in rends)
+  out = figures.draw_renderings(ex, str(tmp_path / 'r.png'), n_pairs=4)
+  assert os.path.getsize(out) > 20_000
+
+
 def _bad_inputs(folder: pathlib.Path, good: pathlib.Path) -> dict[str, str]:
   """A test split with one good piece and one of each kind of bad file."""
   d = folder / 'test'
