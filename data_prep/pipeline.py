@@ -15,8 +15,9 @@ skipped as a whole, so every prepared piece has every rendering.
 Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
 inputs and of the source code of the modules that compute it, so a re-run
 redoes only what changed (a new soundfont re-synthesizes but does not
-re-engrave; an extra rendering reuses the cached primary).  Deterministic failures (a LilyPond error, an alignment failure)
-are cached too; timeouts are not.
+re-engrave; an extra rendering reuses the cached primary).  Deterministic
+failures (a LilyPond error, an alignment failure) are cached too; timeouts
+are not.
 
 Nothing is dropped silently: every input file yields one ``Item`` that is
 ``ok`` or ``skipped`` with the reason, and a warning line is printed for each

@@ -11,9 +11,10 @@ Data stay on the device: a ``input_pipeline.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
 pair indices, with augmentation drawn on the device (sheet shifts, onset
 jitter, and a uniform choice among the prepared audio renderings loaded with
-``TrainConfig.renderings``); the epoch's batch order, ``(steps, B)`` int32, goes to the device
-once per epoch and ``train_steps`` runs ``steps_per_dispatch`` SGD steps per
-jitted call, slicing its batches from that order on the device.
+``TrainConfig.renderings``); the epoch's batch order, ``(steps, B)`` int32,
+goes to the device once per epoch and ``train_steps`` runs
+``steps_per_dispatch`` SGD steps per jitted call, slicing its batches from
+that order on the device.
 
 Several devices (``data_mesh``): the batch is split over a 1-D mesh (axis
 'data'); parameters, optimizer state and the pieces' arrays are replicated.
