@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dccaflax import audio
+from dccaflax import input_pipeline
 from dccaflax import snippets
 
 
@@ -97,15 +98,8 @@ def draw(ex, out: str, start_s: float = 0.0, seconds: float = 10.0,
 def rendering_spectrograms(ex) -> list[tuple[str, np.ndarray, np.ndarray]]:
   """``[(tag, spec (136, T) float32, onset frames (P,))]`` of every rendering
   of a ``pieces`` example, the primary first."""
-  tags = [t for t in ex['renderings'].decode().split(',') if t] or ['primary']
-  out = [(tags[0], audio.dequantize(ex['spec_codes'], float(ex['spec_scale'])),
-          ex['onset_frames'])]
-  ends = np.cumsum(ex['extra_frames'])
-  for k, tag in enumerate(tags[1:]):
-    codes = ex['extra_codes'][:, ends[k] - ex['extra_frames'][k]:ends[k]]
-    out.append((tag, audio.dequantize(codes, float(ex['extra_scales'][k])),
-                ex['extra_onsets'][k]))
-  return out
+  return [(tag, audio.dequantize(codes, scale), frames) for tag, codes, scale,
+          frames in input_pipeline.piece_renderings(ex)]
 
 
 def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:

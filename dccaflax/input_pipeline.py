@@ -242,8 +242,8 @@ class PieceSet:
     return sum(int(np.asarray(a).nbytes) for a in self.arrays)
 
 
-def _renderings_of(piece: dict) -> list[tuple[str, np.ndarray, float,
-                                              np.ndarray]]:
+def piece_renderings(piece: dict) -> list[tuple[str, np.ndarray, float,
+                                                np.ndarray]]:
   """``[(tag, codes (136, T) uint8, scale, onset frames (p,))]`` of a piece,
   the primary first.  A piece without the 'renderings' features (or with
   'spec' float32 values, which are quantised here) has only the primary,
@@ -312,7 +312,7 @@ def concat_pieces(pieces: Sequence[dict],
     if p['strip'].ndim != 2 or p['strip'].shape[0] != snippets.STRIP_HEIGHT:
       raise ValueError(f'{name}: strip must be '
                        f'({snippets.STRIP_HEIGHT}, W), got {p["strip"].shape}')
-    rs = _select(name, _renderings_of(p), renderings)
+    rs = _select(name, piece_renderings(p), renderings)
     for tag, codes, _, _ in rs:
       if codes.ndim != 2 or codes.shape[0] != snippets.SPEC_BINS:
         raise ValueError(f'{name}: spectrogram {tag} must be '
@@ -323,7 +323,6 @@ def concat_pieces(pieces: Sequence[dict],
       raise ValueError(f'{name}: renderings {[r[0] for r in rs]} differ from '
                        f'the first piece\'s {list(tags)}')
     chosen.append(rs)
-  n_r = len(tags)
   widths = np.array([p['strip'].shape[1] for p in pieces], np.int64)
   lengths = np.array([[r[1].shape[1] for r in rs] for rs in chosen],
                      np.int64)                                   # (n, R)
@@ -374,7 +373,6 @@ def concat_pieces(pieces: Sequence[dict],
                   x=np.concatenate(xs).astype(np.int32),
                   frame=np.concatenate(frames, axis=1).astype(np.int32),
                   step=np.concatenate(steps, axis=1))
-  assert arrays.frame.shape[0] == n_r
   return PieceSet(arrays=arrays, renderings=tags,
                   piece_id=np.concatenate(ids),
                   names=tuple(_text(p['piece']) for p in pieces),
