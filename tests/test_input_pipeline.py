@@ -192,17 +192,9 @@ def test_real_renderings_windows(prepared_renderings):
     for i in range(0, len(ps), 37):
       ex = examples[ps.piece_id[i]]
       j = i - int(np.flatnonzero(ps.piece_id == ps.piece_id[i])[0])
-      if k == 0:
-        spec = audio.dequantize(ex['spec_codes'], ex['spec_scale'])
-        frame = ex['onset_frames'][j]
-      else:
-        end = int(np.cumsum(ex['extra_frames'])[k - 1])
-        spec = audio.dequantize(
-            ex['extra_codes'][:, end - ex['extra_frames'][k - 1]:end],
-            ex['extra_scales'][k - 1])
-        frame = ex['extra_onsets'][k - 1][j]
+      spec, frames = _rendering(ex, k)
       np.testing.assert_array_equal(specs[i],
-                                    snippets.spec_excerpt(spec, frame))
+                                    snippets.spec_excerpt(spec, frames[j]))
   assert ps.nbytes == ip.footprint_bytes(
       ps.arrays.strips.shape[1], ps.arrays.specs.shape[1], len(ps), 3)
   primary = ip.load_pieces(data_dir, 'test')
@@ -223,6 +215,18 @@ def test_missing_data_says_how_to_prepare(tmp_path):
 # --------------------------------------------------------------------------
 
 
+def _rendering(piece, k):
+  """Reference decoding of rendering ``k`` of a ``pieces`` example (written
+  out here, not taken from the library): (spectrogram, onset frames)."""
+  if k == 0:
+    return (audio.dequantize(piece['spec_codes'], piece['spec_scale']),
+            piece['onset_frames'])
+  end = int(np.cumsum(piece['extra_frames'])[k - 1])
+  codes = piece['extra_codes'][:, end - piece['extra_frames'][k - 1]:end]
+  return (audio.dequantize(codes, piece['extra_scales'][k - 1]),
+          piece['extra_onsets'][k - 1])
+
+
 def test_rendering_windows_equal_their_own_snippets():
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(7, 3)]
   ps = ip.concat_pieces(pieces, 'all')
@@ -236,16 +240,9 @@ def test_rendering_windows_equal_their_own_snippets():
     for i in range(0, len(ps), 7):
       p = pieces[ps.piece_id[i]]
       j = i - int(np.flatnonzero(ps.piece_id == ps.piece_id[i])[0])
-      if k == 0:
-        spec, frame = audio.dequantize(p['spec_codes'], p['spec_scale']), (
-            p['onset_frames'][j])
-      else:
-        end = int(np.cumsum(p['extra_frames'])[k - 1])
-        codes = p['extra_codes'][:, end - p['extra_frames'][k - 1]:end]
-        spec = audio.dequantize(codes, p['extra_scales'][k - 1])
-        frame = p['extra_onsets'][k - 1][j]
+      spec, frames = _rendering(p, k)
       np.testing.assert_array_equal(specs[i],
-                                    snippets.spec_excerpt(spec, frame))
+                                    snippets.spec_excerpt(spec, frames[j]))
   # Per-pair renderings pick row by row.
   r = ip.random_renderings(jax.random.key(0), len(ps), 3)
   assert set(np.unique(r).tolist()) == {0, 1, 2}
