@@ -22,21 +22,24 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
 
   Args:
     midi_dir: folder with train/valid/test (or Nottingham.zip); None: from
-      ``$DCCAFLAX_NOTTINGHAM`` (or the download).
+      ``$DCCAFLAX_NOTTINGHAM``, else the data set bundled with the repository
+      (``source.resolve``).
     data_dir: output folder (TFDS data, ``cache/``, ``prep_report.json``).
     configs: 'pairs' and/or 'pieces'.
     splits: which splits.
     limit: at most this many pieces per split.
     workers: processes (default: all cores).
-    download: fetch Nottingham.zip when no data is given.
+    download: fetch Nottingham.zip when no data is given and none is
+      bundled.
     params: the primary rendering (``pairs``, ``spec_codes``).
     progress: progress bar.
     renderings: extra renderings for the ``pieces`` config's ``extra_*``
       features (given to both configs, so both keep the same pieces).
 
   Raises:
-    pipeline.PrepareError: no data, a missing folder, no usable piece, or a
-      rendering repeating another's tag.
+    pipeline.PrepareError: no data, a missing folder, bundled files that do
+      not match their manifest, no usable piece, a rendering repeating
+      another's tag, or LilyPond unable to run.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
@@ -45,9 +48,8 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
       raise pipeline.PrepareError(f'unknown split {split!r}; expected some '
                                   f'of {pipeline.SPLITS}')
   renderings = pipeline.check_renderings(params, renderings)
-  if download and not (midi_dir or os.environ.get(source.ENV_VAR)):
-    midi_dir = source.download(os.path.join(data_dir, 'downloads'))
-  midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'))
+  midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'),
+                            download)
   builder = None
   for config in configs:
     builder = nottingham_audio_sheet.NottinghamAudioSheet(

@@ -5,8 +5,8 @@ r"""Prepares the Nottingham audio/sheet data set (both TFDS configs).
       [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z]
 
 DIR holds train/valid/test (or is Nottingham.zip); without --midi_dir the
-environment variable DCCAFLAX_NOTTINGHAM is used, and --download fetches the
-public zip.  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.1.0 and
+environment variable DCCAFLAX_NOTTINGHAM is used, else the data set bundled
+with the repository (datasets/nottingham, checked against its manifest).  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.1.0 and
 OUT/prep_report.json (every input file, ok or skipped with the reason).
 Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
 
@@ -42,7 +42,7 @@ from data_prep import synth
 
 _MIDI_DIR = flags.DEFINE_string(
     'midi_dir', None, 'Folder with train/valid/test *.mid, or Nottingham.zip '
-    f'(default: ${source.ENV_VAR}).')
+    f'(default: ${source.ENV_VAR}, else the bundled {source.BUNDLED}).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Output folder.',
                                 required=True)
 _CONFIG = flags.DEFINE_enum('config', 'both', ['pairs', 'pieces', 'both'],
@@ -54,7 +54,8 @@ _LIMIT = flags.DEFINE_integer('limit', None,
 _WORKERS = flags.DEFINE_integer('workers', None,
                                 'Processes (default: all cores).')
 _DOWNLOAD = flags.DEFINE_bool('download', False,
-                              'Download Nottingham.zip if no data is given.')
+                              'Download Nottingham.zip if no data is given '
+                              'and none is bundled.')
 _SOUNDFONT = flags.DEFINE_string('soundfont', 'fluidr3',
                                  'fluidr3, timgm6mb or a path to an .sf2.')
 _TEMPO = flags.DEFINE_float('tempo', 1.0, 'Tempo factor of the synthesis.')

@@ -1,13 +1,20 @@
-"""Where the Nottingham MIDI files come from: a folder, a zip, or a download.
+"""Where the Nottingham MIDI files come from: the repository, a folder, a
+zip, or a download.
 
 The data set is Boulanger-Lewandowski et al.'s Nottingham MIDI split (ICML
-2012), published as ``Nottingham.zip`` holding ``Nottingham/{train,valid,
-test}/*.mid`` (694/173/170 pieces).
+2012): 694/173/170 pieces in ``{train,valid,test}/*.mid``.  The repository
+ships it in ``datasets/nottingham/`` (GPL v3, apart from the code; see the
+README there), with a SHA-256 manifest that is checked on every use; it is
+the default wherever a MIDI folder is needed.  ``--midi_dir`` or
+``$DCCAFLAX_NOTTINGHAM`` override it with a folder holding train/valid/test
+or a ``Nottingham.zip``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pathlib
 import shutil
 import urllib.request
 import zipfile
@@ -16,11 +23,65 @@ from data_prep import pipeline
 
 NOTTINGHAM_URL = 'http://www-etud.iro.umontreal.ca/~boulanni/Nottingham.zip'
 ENV_VAR = 'DCCAFLAX_NOTTINGHAM'
+BUNDLED = str(pathlib.Path(__file__).resolve().parents[1] / 'datasets' /
+              'nottingham')
+MANIFEST = 'MANIFEST.sha256'
 WHERE_TO_GET = (
-    'The Nottingham MIDI data set is not here. Get Nottingham.zip (Boulanger-'
-    f'Lewandowski et al., ICML 2012) from {NOTTINGHAM_URL}, then pass the zip '
-    'or the folder holding train/valid/test by --midi_dir or the environment '
-    f'variable {ENV_VAR}, or add --download to fetch it.')
+    f'The Nottingham MIDI data set is not here: the repository keeps it in '
+    f'{BUNDLED} (a clone of the repository has it). Else get Nottingham.zip '
+    f'(Boulanger-Lewandowski et al., ICML 2012) from {NOTTINGHAM_URL}, then '
+    'pass the zip or the folder holding train/valid/test by --midi_dir or the '
+    f'environment variable {ENV_VAR}, or add --download to fetch it.')
+
+
+def verify(root: str = BUNDLED) -> str:
+  """Checks the MIDI files under ``root`` against ``root/MANIFEST.sha256``.
+
+  Args:
+    root: a data set folder holding the manifest and ``midi/``.
+
+  Returns:
+    ``root/midi``, the folder holding train/valid/test.
+
+  Raises:
+    pipeline.PrepareError: no manifest, or files missing, altered (another
+      SHA-256) or not listed in it, each named.
+  """
+  manifest = os.path.join(root, MANIFEST)
+  if not os.path.isfile(manifest):
+    raise pipeline.PrepareError(f'{manifest}: no such file; it lists the '
+                                'SHA-256 of every MIDI file. ' + WHERE_TO_GET)
+  listed = {}
+  with open(manifest, encoding='utf-8') as f:
+    for n, line in enumerate(f, 1):
+      digest, _, rel = line.rstrip('\n').partition('  ')
+      if len(digest) != 64 or not rel:
+        raise pipeline.PrepareError(f'{manifest}:{n}: not a "SHA-256  path" '
+                                    f'line: {line.strip()!r}')
+      listed[os.path.normpath(rel)] = digest
+  problems = []
+  for rel, digest in sorted(listed.items()):
+    path = os.path.join(root, rel)
+    if not os.path.isfile(path):
+      problems.append(f'{path}: missing')
+      continue
+    with open(path, 'rb') as f:
+      if hashlib.sha256(f.read()).hexdigest() != digest:
+        problems.append(f'{path}: altered (its SHA-256 is not the one in '
+                        f'{MANIFEST})')
+  midi = os.path.join(root, 'midi')
+  for folder, _, names in os.walk(midi):
+    for name in sorted(names):
+      rel = os.path.relpath(os.path.join(folder, name), root)
+      if name.lower().endswith(('.mid', '.midi')) and rel not in listed:
+        problems.append(f'{os.path.join(root, rel)}: not listed in {MANIFEST}')
+  if problems:
+    shown = '\n  '.join(problems[:20])
+    more = f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else ''
+    raise pipeline.PrepareError(
+        f'the MIDI files in {root} do not match {manifest} ({len(problems)} '
+        f'problems):\n  {shown}{more}')
+  return midi
 
 
 def _split_root(folder: str) -> str | None:
@@ -53,7 +114,7 @@ def extract_zip(zip_path: str, dest: str) -> str:
   return root
 
 
-def download(dest_dir: str, url: str = NOTTINGHAM_URL) -> str:
+def download_zip(dest_dir: str, url: str = NOTTINGHAM_URL) -> str:
   """Downloads the zip into ``dest_dir`` (once); returns its path."""
   os.makedirs(dest_dir, exist_ok=True)
   path = os.path.join(dest_dir, os.path.basename(url))
@@ -69,22 +130,30 @@ def download(dest_dir: str, url: str = NOTTINGHAM_URL) -> str:
   return path
 
 
-def resolve(midi_dir: str | None, work_dir: str) -> str:
-  """The folder holding train/valid/test, from a folder, a zip or $ENV_VAR.
+def resolve(midi_dir: str | None, work_dir: str,
+            download: bool = False) -> str:
+  """The folder holding train/valid/test.
 
   Args:
-    midi_dir: folder or zip; None to use the environment variable.
-    work_dir: where a zip is extracted.
+    midi_dir: folder or zip; None: ``$ENV_VAR``, else the bundled data set
+      (checked against its manifest), else the download if ``download``.
+    work_dir: where a zip is extracted (and downloaded).
+    download: fetch the zip when nothing else is there.
 
   Raises:
-    pipeline.PrepareError: nothing given, or the path does not exist.
+    pipeline.PrepareError: nothing there, the path does not exist, or the
+      bundled files do not match their manifest.
   """
   midi_dir = midi_dir or os.environ.get(ENV_VAR)
   if not midi_dir:
-    raise pipeline.PrepareError(WHERE_TO_GET)
+    if os.path.isdir(BUNDLED):
+      return verify(BUNDLED)
+    if not download:
+      raise pipeline.PrepareError(WHERE_TO_GET)
+    midi_dir = download_zip(work_dir)
   if not os.path.exists(midi_dir):
-    raise pipeline.PrepareError(f'{midi_dir}: no such file or folder. '
-                                + WHERE_TO_GET)
+    raise pipeline.PrepareError(f'{midi_dir}: no such file or folder (a MIDI '
+                                'folder or zip was expected). ' + WHERE_TO_GET)
   if os.path.isfile(midi_dir):
     return extract_zip(midi_dir, os.path.join(work_dir, 'extracted'))
   return _split_root(midi_dir) or midi_dir

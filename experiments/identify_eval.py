@@ -1,7 +1,7 @@
 r"""Piece identification on renderings the model never heard.
 
   python -m experiments.identify_eval --workdir MODEL --index index.npz \
-      [--midi_dir NOTTINGHAM/midi] [--soundfont musescore] \
+      [--midi_dir DIR] [--soundfont musescore] \
       [--tempos 0.8,1,1.25] [--limit N] [--out_dir DIR]
 
 Every piece of the index (the Nottingham test split: 170 pieces) is rendered
@@ -24,14 +24,18 @@ import sys
 from absl import app
 from absl import flags
 
+from data_prep import pipeline
+from data_prep import source
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
 _INDEX = flags.DEFINE_string('index', None, 'Index built by '
                              'experiments.index with this model.',
                              required=True)
 _MIDI_DIR = flags.DEFINE_string('midi_dir', None, 'Nottingham MIDI folder '
-                                '(train/valid/test); default '
-                                '$DCCAFLAX_NOTTINGHAM.')
+                                '(train/valid/test) or zip; default '
+                                '$DCCAFLAX_NOTTINGHAM, else the data set '
+                                'bundled with the repository.')
 _SOUNDFONT = flags.DEFINE_string('soundfont', 'musescore', "'musescore', "
                                  "'fluidr3mono' or an .sf2/.sf3 path.")
 _TEMPOS = flags.DEFINE_list('tempos', ['0.8', '1.0', '1.25'],
@@ -57,10 +61,11 @@ def main(argv):
     sys.exit(f'error: --tempos must be numbers, got {_TEMPOS.value}')
   if not tempos or min(tempos) <= 0:
     sys.exit(f'error: --tempos must be positive, got {_TEMPOS.value}')
-  midi_dir = _MIDI_DIR.value or os.environ.get('DCCAFLAX_NOTTINGHAM')
-  if not midi_dir or not os.path.isdir(midi_dir):
-    sys.exit(f'error: no Nottingham MIDI folder {midi_dir!r}: pass '
-             '--midi_dir or set DCCAFLAX_NOTTINGHAM')
+  out_dir = _OUT_DIR.value or _WORKDIR.value
+  try:
+    midi_dir = source.resolve(_MIDI_DIR.value, os.path.join(out_dir, 'midi'))
+  except pipeline.PrepareError as e:
+    sys.exit(f'error: {e}')
   try:
     soundfont = identify.eval_soundfont(_SOUNDFONT.value)
     model, index = query.load_model_and_index(_WORKDIR.value, _INDEX.value,
@@ -74,7 +79,6 @@ def main(argv):
     sys.exit(f'error: {e}')
   result['workdir'] = os.path.abspath(_WORKDIR.value)
   result['index'] = os.path.abspath(_INDEX.value)
-  out_dir = _OUT_DIR.value or _WORKDIR.value
   os.makedirs(out_dir, exist_ok=True)
   md = identify.markdown(result, 'Piece identification (quick model)'
                          if model.config.width != 1.0 else '')

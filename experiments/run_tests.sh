@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the test suite. The Nottingham MIDI folder (train/valid/test) comes from
-# $DCCAFLAX_NOTTINGHAM; tests fall back to ../shared/data/nottingham/midi.
+# Runs the test suite on the Nottingham MIDI set bundled in datasets/nottingham
+# ($DCCAFLAX_NOTTINGHAM, when set, names another folder holding train/valid/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/env.sh

@@ -2,21 +2,22 @@
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-
 
 def nottingham_midi_dir() -> pathlib.Path:
-  """$DCCAFLAX_NOTTINGHAM, else ../shared/data/nottingham/midi beside the repo."""
-  path = os.environ.get('DCCAFLAX_NOTTINGHAM') or (
-      _REPO.parent / 'shared' / 'data' / 'nottingham' / 'midi')
-  path = pathlib.Path(path)
+  """$DCCAFLAX_NOTTINGHAM, else the data set bundled with the repository
+  (checked against its manifest)."""
+  from data_prep import source  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(source.resolve(  # a zip is extracted to the temp dir
+      None, work_dir=os.path.join(tempfile.gettempdir(), 'dccaflax_midi')))
   if not (path / 'test').is_dir():
     raise RuntimeError(
         f'Nottingham MIDI folder not found at {path}: set DCCAFLAX_NOTTINGHAM '
-        'to the folder holding train/valid/test')
+        'to the folder holding train/valid/test, or unset it to use the '
+        'bundled data set')
   return path
 
 
