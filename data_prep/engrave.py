@@ -42,10 +42,21 @@ from data_prep.melody import Melody, bar_ticks
 PX_PER_SPACE = 4          # px between staff lines in the strip
 SYSTEM_GAP_PX = 8         # px of paper between concatenated systems
 LILYPOND_VERSION = '2.25.12'
+EXECUTABLE_ENV_VAR = 'DCCAFLAX_LILYPOND'
 
 
 class EngraveError(RuntimeError):
-  """LilyPond failed (message ends with its log tail), timed out, or bad SVG."""
+  """The piece cannot be engraved: LilyPond reported an error in the piece's
+  own source (the message ends with its log tail), or its output has no
+  usable staff or links.  A fact about the piece: the pipeline caches it."""
+
+
+class LilyPondRunError(EngraveError):
+  """LilyPond did not run through, for a reason outside the piece's source:
+  a timeout, a crash or signal, a font or fontconfig error, no output files,
+  a non-zero exit with no error in any source.  A fact about the machine,
+  not the piece: :func:`engrave_many` retries it once on its own, and the
+  pipeline never caches it, so the next run tries again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +443,12 @@ _MEDIABOX_RE = re.compile(rb'/MediaBox \[ ?([-\d. ]+)\]')
 
 
 def lilypond_executable() -> str:
-  """Path of the LilyPond binary shipped by the PyPI ``lilypond`` package."""
+  """Path of the LilyPond binary: ``$DCCAFLAX_LILYPOND`` if set (it must be
+  LilyPond ``LILYPOND_VERSION``, e.g. a wrapper around it), else the binary
+  shipped by the PyPI ``lilypond`` package."""
+  override = os.environ.get(EXECUTABLE_ENV_VAR)
+  if override:
+    return override
   import lilypond  # pylint: disable=import-outside-toplevel
   return str(lilypond.executable())
 
@@ -540,11 +556,17 @@ def unroll(page: np.ndarray, links, positions, n_notes: int):
   return strip, tuple(tuple(sorted(h)) for h in heads)
 
 
-def _run_lilypond(paths, outdir, timeout_s):
-  """Run LilyPond (cairo back end: PDF + PNG) on ``.ly`` files.
+def _run_lilypond(paths, outdir, timeout_s) -> tuple[str, str | None]:
+  """Runs LilyPond (cairo back end: PDF + PNG) on ``.ly`` files in ``outdir``.
 
   Returns:
-    The combined log (stderr) text.
+    ``(log, problem)``: the combined log text, and what went wrong with the
+    run as a whole, for :class:`LilyPondRunError` (None if nothing did): a
+    signal, a font or fontconfig error, or a non-zero exit that no error in
+    any of the sources explains.
+
+  Raises:
+    LilyPondRunError: the run timed out, or the executable cannot be started.
   """
   cmd = [lilypond_executable(), '-dbackend=cairo', '--pdf', '--png',
          f'-dresolution={RESOLUTION_DPI}', '-dpoint-and-click=note-event',
@@ -553,8 +575,33 @@ def _run_lilypond(paths, outdir, timeout_s):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
                           cwd=outdir)
   except subprocess.TimeoutExpired as e:
-    raise EngraveError(f'LilyPond timed out after {timeout_s:.0f} s') from e
-  return proc.stderr + proc.stdout
+    raise LilyPondRunError(f'LilyPond timed out after {timeout_s:.0f} s') from e
+  except OSError as e:
+    raise LilyPondRunError(f'cannot run LilyPond {cmd[0]}: {e}') from e
+  log = proc.stderr + proc.stdout
+  problem = None
+  if proc.returncode < 0:
+    problem = f'LilyPond was killed by signal {-proc.returncode}'
+  elif _FONT_ERROR_RE.search(log):
+    problem = 'a font error: ' + _FONT_ERROR_RE.search(log).group(0).strip()
+  elif proc.returncode and not any(_source_error(log, _stem(p)) for p in paths):
+    problem = (f'LilyPond exited with status {proc.returncode} without an '
+               'error in any source')
+  return log, problem
+
+
+_FONT_ERROR_RE = re.compile(r'(?im)^.*(?:fontconfig|font).*error.*$|'
+                            r'^.*error.*\bfonts?\b.*$')
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def _source_error(log: str, stem: str) -> bool:
+  """Whether LilyPond reported an error at a line of ``stem``.ly."""
+  return re.search(rf'(?m)^(?:.*/)?{re.escape(stem)}\.ly:\d+:\d+: '
+                   r'(?:fatal )?error:', log) is not None
 
 
 def _log_tail(log: str, stem: str, n: int = 15) -> str:
@@ -570,14 +617,26 @@ def _log_tail(log: str, stem: str, n: int = 15) -> str:
   return '\n'.join(own[-n:])
 
 
-def _collect(melody, source, positions, workdir, stem, log) -> Engraving:
-  """Read one piece's PDF + PNG and build its :class:`Engraving`."""
+def _collect(melody, source, positions, workdir, stem, log,
+             problem) -> Engraving:
+  """Read one piece's PDF + PNG and build its :class:`Engraving`.
+
+  Raises:
+    EngraveError: an error in the piece's own source, or unusable output.
+    LilyPondRunError: the run had a ``problem``, or left no output files.
+  """
   pdf_path = os.path.join(workdir, stem + '.pdf')
   png_path = os.path.join(workdir, stem + '.png')
-  own_log = _log_tail(log, stem, n=10_000)
-  if ' error: ' in own_log or not (os.path.exists(pdf_path) and os.path.exists(png_path)):
-    tail = '\n'.join(own_log.splitlines()[-15:])
+  tail = _log_tail(log, stem)
+  if _source_error(log, stem):
     raise EngraveError(f'{melody.name}: LilyPond failed:\n{tail}')
+  if problem is None and not (os.path.exists(pdf_path) and
+                              os.path.exists(png_path)):
+    problem = 'LilyPond wrote no output files and no error in the source'
+  if problem is not None:
+    raise LilyPondRunError(f'{melody.name}: {problem} (a problem of the '
+                           'machine, not of the piece: not cached, the next '
+                           f'run tries again); log:\n{tail}')
   with open(pdf_path, 'rb') as f:
     links = pdf_links(f.read())
   with Image.open(png_path) as im:
@@ -589,22 +648,30 @@ def _collect(melody, source, positions, workdir, stem, log) -> Engraving:
   return Engraving(strip=strip, noteheads=heads, source=source)
 
 
-def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None) -> list:
+def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None,
+                 retry: bool = True) -> list:
   """Engrave several melodies with one LilyPond process.
+
+  A piece whose run failed for a reason outside its source
+  (:class:`LilyPondRunError`: a timeout, a crash, a font error, no output)
+  is engraved once more on its own; if that fails too, its result is that
+  error.
 
   Args:
     melodies: sequence of :class:`Melody`.
     timeout_s: LilyPond time limit per piece (the batch gets the sum).
     workdir: folder for the ``.ly``/PDF/PNG files (a temporary one if None).
+    retry: retry such pieces one by one (the retries themselves do not).
 
   Returns:
-    One :class:`Engraving` or exception (``EngraveError``, ``ValueError``)
-    per melody, in order.
+    One :class:`Engraving` or exception (``EngraveError``,
+    ``LilyPondRunError``, ``ValueError``) per melody, in order.
   """
   melodies = list(melodies)
   if workdir is None:
     with tempfile.TemporaryDirectory(prefix='engrave_') as tmp:
-      return engrave_many(melodies, timeout_s=timeout_s, workdir=tmp)
+      return engrave_many(melodies, timeout_s=timeout_s, workdir=tmp,
+                          retry=retry)
   os.makedirs(workdir, exist_ok=True)
   results: list = [None] * len(melodies)
   jobs = []
@@ -621,21 +688,46 @@ def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None) -> list:
     jobs.append((i, stem, path, src, pos))
   if jobs:
     try:
-      log = _run_lilypond([j[2] for j in jobs], workdir, timeout_s * len(jobs))
-    except EngraveError as e:
-      if len(jobs) == 1:
-        results[jobs[0][0]] = EngraveError(f'{melodies[jobs[0][0]].name}: {e}')
-        return results
-      for i, *_ in jobs:   # retry one by one to find the slow piece
+      log, problem = _run_lilypond([j[2] for j in jobs], workdir,
+                                   timeout_s * len(jobs))
+    except LilyPondRunError as e:
+      for i, *_ in jobs:
+        results[i] = LilyPondRunError(f'{melodies[i].name}: {e}')
+    else:
+      for i, stem, _, src, pos in jobs:
+        try:
+          results[i] = _collect(melodies[i], src, pos, workdir, stem, log,
+                                problem)
+        except EngraveError as e:
+          results[i] = e
+  if retry:
+    for i, res in enumerate(results):
+      if isinstance(res, LilyPondRunError):
         results[i] = engrave_many([melodies[i]], timeout_s=timeout_s,
-                                  workdir=os.path.join(workdir, f'retry{i}'))[0]
-      return results
-    for i, stem, _, src, pos in jobs:
-      try:
-        results[i] = _collect(melodies[i], src, pos, workdir, stem, log)
-      except EngraveError as e:
-        results[i] = e
+                                  workdir=os.path.join(workdir, f'retry{i}'),
+                                  retry=False)[0]
   return results
+
+
+def warm_up(timeout_s: float = 120.0) -> None:
+  """Engraves one note, so LilyPond's first run on a machine (fontconfig
+  building its cache) happens once, before parallel runs start.
+
+  Raises:
+    LilyPondRunError: LilyPond cannot engrave on this machine, with why.
+  """
+  with tempfile.TemporaryDirectory(prefix='engrave_warm_up_') as tmp:
+    path = os.path.join(tmp, 'warm_up.ly')
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(f'\\version "{LILYPOND_VERSION}"\n{{ c\'4 }}\n')
+    log, problem = _run_lilypond([path], tmp, timeout_s)
+    if problem is None and not os.path.exists(
+        os.path.join(tmp, 'warm_up.png')):
+      problem = 'it wrote no output'
+    if problem is not None:
+      raise LilyPondRunError(f'LilyPond ({lilypond_executable()}) cannot '
+                             f'engrave one note on this machine: {problem}; '
+                             f'log:\n{log[-2000:]}')
 
 
 def engrave(melody: Melody, *, timeout_s: float = 120.0, workdir=None) -> Engraving:

@@ -16,8 +16,12 @@ Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
 inputs and of the source code of the modules that compute it, so a re-run
 redoes only what changed (a new soundfont re-synthesizes but does not
 re-engrave; an extra rendering reuses the cached primary).  Deterministic
-failures (a LilyPond error, an alignment failure) are cached too; timeouts
-are not.
+failures (an error in the piece's own LilyPond source, an alignment failure)
+are cached too; a failure of the machine (``engrave.LilyPondRunError``: a
+timeout, a crash, a font error, no output) never is, so the next run tries
+the piece again.  LilyPond runs once before the worker pool starts
+(``engrave.warm_up``), so its first run on a machine, which builds the
+fontconfig cache, does not happen in several processes at once.
 
 Nothing is dropped silently: every input file yields one ``Item`` that is
 ``ok`` or ``skipped`` with the reason, and a warning line is printed for each
@@ -253,7 +257,7 @@ def _engrave_cached(melodies, cache_dir, timeout_s):
     for i, res in zip(todo, results):
       path = _cache_path(cache_dir, 'engrave', keys[i])
       if isinstance(res, Exception):
-        if 'timed out' not in str(res).lower():
+        if not isinstance(res, engrave_lib.LilyPondRunError):
           _save(path, error=np.array(str(res)))
         out[i] = res
       else:
@@ -420,9 +424,15 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
       fails for is skipped (stage 'synth', the reason naming its tag).
 
   Raises:
-    PrepareError: a rendering repeating another's tag (``check_renderings``).
+    PrepareError: a rendering repeating another's tag (``check_renderings``),
+      or LilyPond cannot engrave one note on this machine (nothing is tried
+      then, and nothing cached).
   """
   renderings = check_renderings(params, renderings)
+  try:
+    engrave_lib.warm_up()
+  except engrave_lib.LilyPondRunError as e:
+    raise PrepareError(str(e)) from e
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
   tasks = [(c, cache_dir, params, renderings, timeout_s) for c in chunks]

@@ -15,6 +15,7 @@ import pytest
 
 from data_prep import align
 from data_prep import build
+from data_prep import engrave as E
 from data_prep import pipeline
 from data_prep import figures
 from data_prep import prepare as prepare_cli
@@ -331,9 +332,53 @@ def test_cli_missing_folder_and_nothing_usable(tmp_path, test_pieces):
   assert out.returncode != 0 and 'no usable piece' in out.stderr
   report = json.loads((tmp_path / 'd' / 'prep_report.json').read_text())
   assert report['inputs'] == len(expected) - 1 and report['ok'] == 0
+
+
+def test_bundled_data_matches_its_manifest():
+  midi = source.verify()
+  assert midi == os.path.join(source.BUNDLED, 'midi')
+  assert {s: len(f) for s, f in pipeline.list_midi(midi).items()} == {
+      'train': 694, 'valid': 173, 'test': 170}
+  licence = pathlib.Path(source.BUNDLED, 'LICENSE').read_text()
+  assert 'GNU GENERAL PUBLIC LICENSE' in licence and 'Version 3' in licence
+
+
+def test_altered_missing_or_unlisted_bundled_files_are_named(tmp_path):
+  root = tmp_path / 'nottingham'
+  shutil.copytree(source.BUNDLED, root)
+  first, second = sorted((root / 'midi' / 'test').glob('*.mid'))[:2]
+  data = bytearray(first.read_bytes())
+  data[len(data) // 2] ^= 1
+  first.write_bytes(bytes(data))
+  second.unlink()
+  shutil.copy(sorted((root / 'midi' / 'valid').glob('*.mid'))[0],
+              root / 'midi' / 'train' / 'extra.mid')
+  with pytest.raises(pipeline.PrepareError) as e:
+    source.verify(str(root))
+  message = str(e.value)
+  assert '3 problems' in message
+  assert f'{first}: altered' in message
+  assert f'{second}: missing' in message
+  assert f'{root / "midi" / "train" / "extra.mid"}: not listed' in message
+  (root / source.MANIFEST).unlink()
+  with pytest.raises(pipeline.PrepareError, match='MANIFEST.sha256: no such'):
+    source.verify(str(root))
+
+
+def test_prepare_without_a_midi_folder_uses_the_bundled_data(tmp_path,
+                                                             monkeypatch):
   env = {k: v for k, v in os.environ.items() if k != source.ENV_VAR}
-  out = _cli('--data_dir', str(tmp_path / 'd'), env=env)
-  assert out.returncode != 0 and 'Nottingham.zip' in out.stderr
+  out = _cli('--data_dir', str(tmp_path / 'd'), '--splits', 'test',
+             '--limit', '1', '--config', 'pieces', env=env)
+  assert out.returncode == 0, out.stderr
+  report = json.loads((tmp_path / 'd' / 'prep_report.json').read_text())
+  assert report['midi_dir'] == os.path.join(source.BUNDLED, 'midi')
+  assert (report['inputs'], report['ok']) == (1, 1)
+  # Without the bundled folder, the error says where to get the data.
+  monkeypatch.delenv(source.ENV_VAR, raising=False)
+  monkeypatch.setattr(source, 'BUNDLED', str(tmp_path / 'no_bundle'))
+  with pytest.raises(pipeline.PrepareError, match='Nottingham.zip'):
+    source.resolve(None, str(tmp_path / 'work'))
 
 
 def test_zip_is_extracted(tmp_path, test_pieces):
@@ -358,3 +403,142 @@ def test_same_melody_in_two_files_keeps_both_names(tmp_path, test_pieces):
                        str(tmp_path / 'cache'), workers=1, progress=False)
   names = [pipeline.load_piece(it.piece_path).name for it in items]
   assert names == ['first', 'second']
+
+
+# ------------------------------------------- LilyPond: machine vs. music ---
+
+def _lilypond_wrapper(tmp_path, fail_while: str, exit_how: str) -> str:
+  """A LilyPond executable that runs the real one, except that a run whose
+  sources hold the string in file ``tmp_path/marker`` fails (``exit_how``: a
+  shell command, e.g. ``exit 1`` or ``kill -SEGV $$``) without writing
+  anything, as long as ``fail_while`` (a shell condition) holds; every run
+  appends a line to ``tmp_path/runs``."""
+  script = tmp_path / 'lilypond'
+  script.write_text(textwrap.dedent(f'''\
+      #!/bin/bash
+      echo run >> {tmp_path}/runs
+      marker=$(cat {tmp_path}/marker)
+      for a in "$@"; do
+        if [[ $a == *.ly ]] && grep -qF -- "$marker" "$a" && {fail_while}; then
+          echo failed >> {tmp_path}/failures
+          echo "Segmentation fault" >&2
+          {exit_how}
+        fi
+      done
+      exec {E.lilypond_executable()} "$@"
+      '''))
+  script.chmod(0o755)
+  return str(script)
+
+
+def _marker_of(midi_path, others) -> str:
+  """A line of the piece's LilyPond source that no source of ``others``
+  has."""
+  from data_prep import melody  # pylint: disable=g-import-not-at-top
+  lines = [set(E.lilypond_source(melody.read_melody(str(p)))[0].splitlines())
+           for p in [midi_path, *others]]
+  return max(lines[0].difference(*lines[1:]), key=len).strip()
+
+
+def test_machine_failure_is_a_skip_that_is_not_cached(tmp_path, test_pieces,
+                                                      monkeypatch, capsys):
+  """LilyPond crashes on every run holding one piece: that piece is retried
+  on its own, then reported skipped, and a later run (LilyPond mended)
+  prepares it; the other pieces of its batch go through."""
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  for p in test_pieces[:3]:
+    shutil.copy(p, d)
+  (tmp_path / 'marker').write_text(
+      _marker_of(test_pieces[1], [test_pieces[0], test_pieces[2]]))
+  (tmp_path / 'broken').touch()
+  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
+      tmp_path, f'[ -e {tmp_path}/broken ]', 'kill -SEGV $$'))
+  files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
+  items = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert [it.status for it in items] == ['ok', 'skipped', 'ok']
+  assert items[1].stage == 'engrave'
+  assert 'signal 11' in items[1].reason and 'not cached' in items[1].reason
+  assert items[1].file in capsys.readouterr().err
+  # The batch run, then the piece alone once more (the retry).
+  assert len((tmp_path / 'failures').read_text().split()) == 2
+  (tmp_path / 'broken').unlink()
+  again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert [it.status for it in again] == ['ok', 'ok', 'ok'], again[1].reason
+  assert again[0].piece_path == items[0].piece_path
+
+
+def test_a_machine_failure_once_is_cured_by_the_retry(tmp_path, test_pieces,
+                                                       monkeypatch):
+  """LilyPond exits without output on the first run holding the piece (no
+  error in its source): the retry alone prepares it in the same run."""
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  for p in test_pieces[:2]:
+    shutil.copy(p, d)
+  (tmp_path / 'marker').write_text(
+      _marker_of(test_pieces[0], [test_pieces[1]]))
+  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
+      tmp_path, f'[ ! -e {tmp_path}/failures ]', 'exit 1'))
+  items = pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
+                       str(tmp_path / 'cache'), workers=1, progress=False)
+  assert [it.status for it in items] == ['ok', 'ok'], items[0].reason
+  assert (tmp_path / 'failures').read_text().split() == ['failed']
+
+
+def test_an_error_in_the_source_is_cached(tmp_path, test_pieces, monkeypatch):
+  """An error LilyPond reports in the piece's own source is a fact about the
+  piece: the second run takes it from the cache without running LilyPond."""
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(test_pieces[0], d)
+  real = E.lilypond_source
+  monkeypatch.setattr(E, 'lilypond_source', lambda m: (
+      real(m)[0].replace('\\clef', '\\nosuchcommand \\clef'), real(m)[1]))
+  files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
+  first = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert first[0].status == 'skipped' and first[0].stage == 'engrave'
+  assert 'nosuchcommand' in first[0].reason
+
+  def boom(*a, **k):
+    raise AssertionError('the LilyPond error should come from the cache')
+  monkeypatch.setattr(pipeline.engrave_lib, 'engrave_many', boom)
+  again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
+                       progress=False)
+  assert again[0].reason == first[0].reason
+
+
+def test_lilypond_that_cannot_run_stops_before_any_piece(tmp_path,
+                                                          test_pieces,
+                                                          monkeypatch):
+  broken = tmp_path / 'lilypond'
+  broken.write_text('#!/bin/bash\necho "Fontconfig error: No writable cache '
+                    'directories" >&2\nexit 1\n')
+  broken.chmod(0o755)
+  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, str(broken))
+  d = tmp_path / 'midi' / 'test'
+  d.mkdir(parents=True)
+  shutil.copy(test_pieces[0], d)
+  with pytest.raises(pipeline.PrepareError,
+                     match='cannot engrave one note.*font error'):
+    pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
+                 str(tmp_path / 'cache'), workers=1, progress=False)
+  assert not (tmp_path / 'cache' / 'engrave').exists()
+
+
+def test_first_lilypond_runs_in_a_fresh_home_in_parallel(tmp_path, midi_dir,
+                                                         monkeypatch):
+  """LilyPond's first runs with an empty HOME and cache folder (fontconfig
+  has no cache yet), two worker processes engraving at once: no skip."""
+  home = tmp_path / 'home'
+  home.mkdir()
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.setenv('XDG_CACHE_HOME', str(home / '.cache'))
+  files = {'test': sorted(str(p) for p in (midi_dir / 'test').glob('*.mid'))
+           [:2 * pipeline.CHUNK]}
+  items = pipeline.run(files, str(tmp_path / 'cache'), workers=2,
+                       progress=False)
+  assert [it.reason for it in items if it.status != 'ok'] == []
