@@ -305,8 +305,10 @@ def index(real_index):
 def recordings(tmp_path_factory, real_midi) -> dict:
   """Recordings of the first test piece: {'name', 'wav' (the pipeline's
   rendering: FluidR3, 22,050 Hz mono), 'mp3' (made outside the pipeline:
-  TimGM6mb, stereo 44.1 kHz, right channel at 70 %), 'short' (1.2 s of the
-  wav), 'silent' (5 s of zeros), 'garbage' (not audio)}."""
+  TimGM6mb, stereo 44.1 kHz, right channel at 70 %), 'mp3_mono' (what the
+  mp3 should decode to: the pipeline's TimGM6mb rendering at the level of
+  its mono mix, samples at 22,050 Hz), 'short' (1.2 s of the wav), 'silent'
+  (5 s of zeros), 'garbage' (not audio)}."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import soundfile  # pylint: disable=g-import-not-at-top
   from data_prep import melody  # pylint: disable=g-import-not-at-top
@@ -322,6 +324,7 @@ def recordings(tmp_path_factory, real_midi) -> dict:
   import librosa  # pylint: disable=g-import-not-at-top
   up = librosa.resample(other, orig_sr=22050, target_sr=44100)
   stereo = np.stack([up, 0.7 * up], axis=1).astype(np.float32)
+  out['mp3_mono'] = (0.85 * other).astype(np.float32)
   out['mp3'] = root / 'timgm6mb_stereo_44k.mp3'
   # Block-wise: libsndfile's MP3/Ogg encoders crash on one huge write.
   with soundfile.SoundFile(out['mp3'], 'w', 44100, 2, format='MP3') as f:
