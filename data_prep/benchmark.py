@@ -1,6 +1,6 @@
 r"""Data preparation speed, pieces/s per stage (no cache).
 
-  python -m data_prep.benchmark --midi_dir DIR [--split test --n 16]
+  python -m data_prep.benchmark [--midi_dir DIR] [--split test --n 16]
 
 Times each stage on ``--n`` pieces in one process, cold (nothing cached), and
 estimates a full run (1,037 pieces) on all cores.  The real full-run time is
@@ -25,7 +25,8 @@ from data_prep import synth
 from dccaflax import audio
 
 _MIDI_DIR = flags.DEFINE_string('midi_dir', None,
-                                f'train/valid/test folder (or ${source.ENV_VAR}).')
+                                f'train/valid/test folder (default: ${source.ENV_VAR}, else '
+                                'the bundled data set).')
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to sample pieces from.')
 _N = flags.DEFINE_integer('n', 16, 'Pieces to time.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
