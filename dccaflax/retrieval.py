@@ -172,6 +172,28 @@ def rank_metrics(query_emb, candidate_emb, ks: Sequence[int] = (1, 5, 10),
   return metrics_from_ranks(ranks, np.shape(candidate_emb)[0], ks)
 
 
+METRIC_KEYS = ('R@1', 'R@5', 'R@10', 'MR', 'MRR')
+
+
+def both_directions(sheet_emb, audio_emb) -> Dict[str, object]:
+  """Audio->sheet and sheet->audio metrics of row-aligned embeddings.
+
+  Args:
+    sheet_emb, audio_emb: ``(N, d)``; row ``i`` of each is pair ``i``, and
+      all N rows are the candidates.
+
+  Returns:
+    ``{'a2s': {...}, 's2a': {...}, 'n': N}``, each direction a dict of
+    ``METRIC_KEYS`` (floats, ``rank_metrics``).
+  """
+  out = {'n': int(np.shape(sheet_emb)[0])}
+  for name, q, c in (('a2s', audio_emb, sheet_emb),
+                     ('s2a', sheet_emb, audio_emb)):
+    m = rank_metrics(q, c)
+    out[name] = {k: float(m[k]) for k in METRIC_KEYS}
+  return out
+
+
 @functools.partial(jax.jit, static_argnames=('k',))
 def _top_k_step(q: jax.Array, c_chunk: jax.Array, offset: jax.Array,
                 n_valid: jax.Array, best_s: jax.Array, best_i: jax.Array,

@@ -55,22 +55,7 @@ PAPER = {
     'valid': {'a2s': (42.0, 86.6, 93.1, 2), 's2a': (44.2, 85.2, 92.5, 2)},
     'test': {'a2s': (43.1, 89.1, 94.2, 2), 's2a': (45.5, 87.8, 93.7, 2)},
 }
-KEYS = ('R@1', 'R@5', 'R@10', 'MR', 'MRR')
 _CUT_BATCH = 2000
-
-
-def both_directions(sheet_emb: np.ndarray, audio_emb: np.ndarray) -> dict:
-  """A->S and S->A metrics of row-aligned embeddings (all rows candidates).
-
-  Returns:
-    {'a2s': {...}, 's2a': {...}, 'n': N}, each direction with KEYS.
-  """
-  out = {'n': int(sheet_emb.shape[0])}
-  for name, q, c in (('a2s', audio_emb, sheet_emb),
-                     ('s2a', sheet_emb, audio_emb)):
-    m = retrieval.rank_metrics(q, c)
-    out[name] = {k: float(m[k]) for k in KEYS}
-  return out
 
 
 def embed_pairs(model: dccaflax.Model, pairs: dict) -> tuple[np.ndarray,
@@ -111,14 +96,14 @@ def markdown_table(rows: list[dict], title: str) -> str:
   for row in rows:
     cells = [row['label']]
     for d in ('a2s', 's2a'):
-      cells += [_fmt(row[d][k], k) for k in KEYS]
+      cells += [_fmt(row[d][k], k) for k in retrieval.METRIC_KEYS]
     lines.append('| ' + ' | '.join(cells) + ' |')
     paper = PAPER.get(row['split'])
     if paper and row['protocol'] == 'first':
       cells = [f'paper: {row["split"]} (16000)']
       for d in ('a2s', 's2a'):
         cells += [f'{v:g}' if k == 'MR' else f'{v:.1f}'
-                  for k, v in zip(KEYS, paper[d])] + ['–']
+                  for k, v in zip(retrieval.METRIC_KEYS, paper[d])] + ['–']
       lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -135,7 +120,7 @@ def main(argv):
     pairs = input_pipeline.load_pairs(data_dir, split, _LIMIT.value)
     n_first = len(pairs['sheet'])
     whole = n_first < _LIMIT.value   # the split has no more pairs
-    m = both_directions(*embed_pairs(model, pairs))
+    m = retrieval.both_directions(*embed_pairs(model, pairs))
     del pairs
     rows.append({'split': split, 'protocol': 'first',
                  'label': f'{split} ({n_first}{" = all" if whole else ""})',
@@ -145,7 +130,7 @@ def main(argv):
     if _FULL.value and not whole:
       t0 = time.time()
       pieces = input_pipeline.load_pieces(data_dir, split)
-      m = both_directions(*embed_pieces(model, pieces))
+      m = retrieval.both_directions(*embed_pieces(model, pieces))
       rows.append({'split': split, 'protocol': 'all',
                    'label': f'{split} (all {len(pieces)})', **m})
       logging.info('%s: all %d pairs in %.1f s', split, len(pieces),
