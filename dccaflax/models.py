@@ -18,8 +18,11 @@ Inputs are 2-D per example; the channel axis is added inside:
   255 = white paper (the ``dccaflax.snippets`` convention).  They are mapped to
   ``1 - x / 255`` (ink 1, paper 0) in float32, whatever the input dtype.
 * spectrograms ``(N, 136, 100)`` float32, ``log(1 + magnitude)`` (frequency
-  bins x frames).  Fed as is: the BatchNorm after the first conv takes care of
-  scale.
+  bins x frames).  The paper feeds them as they are (the BatchNorm after the
+  first conv takes care of scale), so a recording's loudness changes the
+  input; with ``level_norm=True`` each excerpt is first brought to a
+  reference level (``dccaflax.level.normalize``), which makes the audio
+  tower's output independent of a global gain by construction.
 
 Mixed precision: convolutions run in ``dtype`` (e.g. ``jnp.bfloat16``) with
 float32 parameters; every BatchNorm (statistics, normalisation, output) runs in
@@ -38,6 +41,8 @@ from typing import Any, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from dccaflax import level
 
 PAPER_WIDTHS = (16, 32, 64, 64)   # feature maps of the four conv blocks
 PAPER_OUT_DIM = 32                # h, the correlation-space dimensionality
@@ -60,19 +65,21 @@ def normalize_sheet(x: jax.Array) -> jax.Array:
   return 1.0 - jnp.asarray(x, jnp.float32) / 255.0
 
 
-def normalize_spec(x: jax.Array) -> jax.Array:
-  """Spectrogram ``log(1 + magnitude)`` -> float32 (identity apart from dtype).
+def normalize_spec(x: jax.Array, level_norm: bool = False) -> jax.Array:
+  """Spectrogram ``log(1 + magnitude)`` -> float32 tower input.
 
   Args:
-    x: ``(..., bins, frames)`` float.
+    x: ``(..., bins, frames)`` float, one excerpt per leading index.
+    level_norm: bring each excerpt to the reference level
+      (``level.normalize``); False: as is (the paper).
 
   Returns:
     ``(..., bins, frames)`` float32.
   """
-  return jnp.asarray(x, jnp.float32)
+  return level.normalize(x) if level_norm else jnp.asarray(x, jnp.float32)
 
 
-_NORMALIZERS = {SHEET: normalize_sheet, AUDIO: normalize_spec, None: None}
+_INPUT_KINDS = (SHEET, AUDIO, None)
 
 
 class Tower(nn.Module):
@@ -86,8 +93,9 @@ class Tower(nn.Module):
     bn_epsilon: BatchNorm epsilon.
     axis_name: passed to every BatchNorm (cross-device batch statistics under
       ``pmap``/``shard_map``); None for per-device statistics.
-    input_kind: ``'sheet'`` (pixels -> ``1 - x/255``), ``'audio'`` (float32
-      as is) or None (cast to float32 only).
+    input_kind: ``'sheet'`` (pixels -> ``1 - x/255``), ``'audio'``
+      (``normalize_spec``) or None (cast to float32 only).
+    level_norm: for ``'audio'``: each excerpt to the reference level.
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
@@ -96,6 +104,7 @@ class Tower(nn.Module):
   bn_epsilon: float = PAPER_BN_EPSILON
   axis_name: Optional[str] = None
   input_kind: Optional[str] = None
+  level_norm: bool = False
 
   def _bn(self, train: bool) -> nn.BatchNorm:
     """Float32 BatchNorm (statistics, scale/bias and output)."""
@@ -124,10 +133,14 @@ class Tower(nn.Module):
     """
     if x.ndim != 3:
       raise ValueError(f'expected (N, H, W) input, got shape {x.shape}')
-    if self.input_kind not in _NORMALIZERS:
+    if self.input_kind not in _INPUT_KINDS:
       raise ValueError(f'unknown input_kind {self.input_kind!r}')
-    norm = _NORMALIZERS[self.input_kind]
-    x = norm(x) if norm is not None else jnp.asarray(x, jnp.float32)
+    if self.input_kind == SHEET:
+      x = normalize_sheet(x)
+    elif self.input_kind == AUDIO:
+      x = normalize_spec(x, self.level_norm)
+    else:
+      x = jnp.asarray(x, jnp.float32)
     x = x[..., None]                                   # (N, H, W, 1)
     for features in self.widths:
       for _ in range(2):
@@ -151,19 +164,22 @@ class DCCAModel(nn.Module):
     dtype: convolution computation dtype (params and outputs float32).
     bn_momentum: BatchNorm running-average decay.
     axis_name: BatchNorm cross-device axis name, or None.
+    level_norm: audio excerpts to the reference level (``normalize_spec``).
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
   dtype: Any = jnp.float32
   bn_momentum: float = PAPER_BN_MOMENTUM
   axis_name: Optional[str] = None
+  level_norm: bool = False
 
   def setup(self):
     kw = dict(widths=tuple(self.widths), out_dim=self.out_dim,
               dtype=self.dtype, bn_momentum=self.bn_momentum,
               axis_name=self.axis_name)
     self.sheet_tower = Tower(input_kind=SHEET, **kw)
-    self.audio_tower = Tower(input_kind=AUDIO, **kw)
+    self.audio_tower = Tower(input_kind=AUDIO, level_norm=self.level_norm,
+                             **kw)
 
   def __call__(self, sheets: jax.Array, specs: jax.Array,
                train: bool) -> Tuple[jax.Array, jax.Array]:
@@ -202,7 +218,8 @@ def scaled_widths(width: float, base: Sequence[int] = PAPER_WIDTHS
 def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
                  dtype: Any = jnp.float32,
                  axis_name: Optional[str] = None,
-                 bn_momentum: float = PAPER_BN_MOMENTUM) -> DCCAModel:
+                 bn_momentum: float = PAPER_BN_MOMENTUM,
+                 level_norm: bool = False) -> DCCAModel:
   """The paper's model (``width=1``) or a slimmer one for quick CPU runs.
 
   Args:
@@ -212,6 +229,9 @@ def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
     dtype: convolution computation dtype, e.g. ``jnp.bfloat16``.
     axis_name: BatchNorm cross-device axis name, or None.
     bn_momentum: BatchNorm running-average decay.
+    level_norm: audio excerpts to the reference level before the audio tower
+      (independent of the recording's loudness); False: the paper's input.
   """
   return DCCAModel(widths=scaled_widths(width), out_dim=out_dim, dtype=dtype,
-                   bn_momentum=bn_momentum, axis_name=axis_name)
+                   bn_momentum=bn_momentum, axis_name=axis_name,
+                   level_norm=level_norm)

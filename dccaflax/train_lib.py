@@ -10,8 +10,9 @@ L2-normalised embeddings by cosine similarity.
 Data stay on the device: a ``input_pipeline.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
 pair indices, with augmentation drawn on the device (sheet shifts, onset
-jitter, and a uniform choice among the prepared audio renderings loaded with
-``TrainConfig.renderings``); the epoch's batch order, ``(steps, B)`` int32,
+jitter, a uniform choice among the prepared audio renderings loaded with
+``TrainConfig.renderings``, and a random gain and gain curve per excerpt,
+``dccaflax.level``); the epoch's batch order, ``(steps, B)`` int32,
 goes to the device once per epoch and ``train_steps`` runs
 ``steps_per_dispatch`` SGD steps per jitted call, slicing its batches from
 that order on the device.
@@ -50,7 +51,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from absl import logging
 import flax
@@ -61,6 +62,7 @@ import optax
 
 from dccaflax import cca
 from dccaflax import input_pipeline
+from dccaflax import level
 from dccaflax import models
 from dccaflax import retrieval
 from dccaflax import snippets
@@ -100,6 +102,11 @@ class TrainConfig:
   aug_dx: int = 0                    # max horizontal sheet shift, px
   aug_dy: int = 0                    # max vertical sheet shift, px
   aug_dframe: int = 0                # max onset jitter, frames
+  aug_gain_db: float = 0.0           # max global gain per excerpt, +-dB
+  aug_gain_curve_db: float = 0.0     # max slow gain curve in an excerpt, dB
+  # Audio excerpts to a reference level before the audio tower, so the
+  # recording's loudness does not matter (dccaflax.level); False: the paper.
+  level_norm: bool = False
   # Audio renderings to train on, one drawn per pair and step: 'primary'
   # (the paper's data), 'all' prepared ones, or comma-separated tags such as
   # 'fluidr3_t1.00,timgm6mb_t0.90'.  Validation uses the primary rendering.
@@ -130,7 +137,34 @@ def renderings_arg(renderings: str):
 def model_from_config(config: TrainConfig) -> models.DCCAModel:
   """The towers a config describes."""
   return models.create_model(width=config.width, out_dim=config.out_dim,
-                             dtype=jnp.dtype(config.dtype))
+                             dtype=jnp.dtype(config.dtype),
+                             level_norm=config.level_norm)
+
+
+class Augment(NamedTuple):
+  """Static augmentation maxima of a step (hashable; a plain tuple of the
+  first three works too)."""
+  dx: int = 0             # sheet shift, px
+  dy: int = 0             # vertical sheet shift, px
+  dframe: int = 0         # onset jitter, frames
+  gain_db: float = 0.0    # global gain per excerpt, +-dB
+  curve_db: float = 0.0   # slow gain curve within an excerpt, dB
+
+
+def augment_of(config: TrainConfig) -> Augment:
+  """The config's augmentation, checked.
+
+  Raises:
+    ValueError: an offset beyond the strip margin or the silence pad, or a
+      negative gain range.
+  """
+  aug = Augment(config.aug_dx, config.aug_dy, config.aug_dframe,
+                float(config.aug_gain_db), float(config.aug_gain_curve_db))
+  input_pipeline.check_augmentation(aug.dx, aug.dy, aug.dframe)
+  if not (aug.gain_db >= 0 and aug.curve_db >= 0):
+    raise ValueError('aug_gain_db and aug_gain_curve_db must be >= 0, got '
+                     f'{aug.gain_db} and {aug.curve_db}')
+  return aug
 
 
 # --------------------------------------------------------------------------
@@ -253,14 +287,15 @@ def _constrain(x, sharding):
 
 def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
-          reg: float, augment: tuple[int, int, int], seed: int,
+          reg: float, augment: Augment, seed: int,
           batch_sharding) -> tuple[TrainState, dict]:
   """The body of ``train_step`` and of ``train_steps`` (traced, not jitted)."""
+  augment = Augment(*augment)
   idx = _constrain(idx, batch_sharding)
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   offsets = (0, 0, 0)
-  if any(augment):
-    offsets = input_pipeline.random_offsets(rng, idx.shape[0], *augment)
+  if any(augment[:3]):
+    offsets = input_pipeline.random_offsets(rng, idx.shape[0], *augment[:3])
   rendering = 0
   n_renderings = arrays.frame.shape[0]   # static
   if n_renderings > 1:
@@ -268,6 +303,10 @@ def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
         jax.random.fold_in(rng, 1), idx.shape[0], n_renderings)
   sheets, specs = input_pipeline.batch_windows(arrays, idx, rendering,
                                                *offsets)
+  if augment.gain_db or augment.curve_db:
+    specs = level.relevel(specs, level.random_gains(
+        jax.random.fold_in(rng, 2), idx.shape[0], specs.shape[-1],
+        augment.gain_db, augment.curve_db, snippets.FPS))
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(
@@ -296,7 +335,7 @@ def train_steps(state: TrainState, arrays: input_pipeline.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
-                augment: tuple[int, int, int] = (0, 0, 0), seed: int = 0,
+                augment: Augment = Augment(), seed: int = 0,
                 max_steps: int = 1, batch_sharding=None
                 ) -> tuple[TrainState, dict]:
   """``count`` fused SGD steps in one dispatch: batches ``order[start:start +
@@ -350,7 +389,7 @@ def train_steps(state: TrainState, arrays: input_pipeline.Arrays,
 def train_step(state: TrainState, arrays: input_pipeline.Arrays,
                idx: jax.Array, *, model: models.DCCAModel,
                optimizer: optax.GradientTransformation, reg: float,
-               augment: tuple[int, int, int] = (0, 0, 0), seed: int = 0,
+               augment: Augment = Augment(), seed: int = 0,
                batch_sharding=None) -> tuple[TrainState, dict]:
   """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
 
@@ -361,10 +400,10 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
     arrays: device ``input_pipeline.Arrays`` of the training pieces.
     idx: (B,) int32 pair indices.
     model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
-    augment: static ``(max_dx, max_dy, max_dframe)``; offsets (and, when
-      ``arrays`` hold R > 1 renderings, each pair's rendering, uniform) are
-      drawn from ``fold_in(key(seed), state.step)``, so a replay draws the
-      same ones.
+    augment: static ``Augment`` maxima (or ``(max_dx, max_dy,
+      max_dframe)``); offsets, gains (and, when ``arrays`` hold R > 1
+      renderings, each pair's rendering, uniform) are drawn from
+      ``fold_in(key(seed), state.step)``, so a replay draws the same ones.
     seed: static base seed of the augmentation keys.
     batch_sharding: ``NamedSharding`` of a batch over a device mesh
       (``data_mesh``, ``PartitionSpec('data')``), or None (one device): the
@@ -808,8 +847,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str,
   chief = jax.process_index() == 0
   if chief:
     _write_config(workdir, config)
-  augment = (config.aug_dx, config.aug_dy, config.aug_dframe)
-  input_pipeline.check_augmentation(*augment)
+  augment = augment_of(config)
 
   t0 = time.time()
   if train_set is None:

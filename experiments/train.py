@@ -69,6 +69,14 @@ flags.DEFINE_integer('aug_dy', _D.aug_dy, 'Max random vertical sheet shift '
                      '(px, 0 = off).')
 flags.DEFINE_integer('aug_dframe', _D.aug_dframe, 'Max random onset jitter '
                      '(frames, 0 = off).')
+flags.DEFINE_float('aug_gain_db', _D.aug_gain_db, 'Max random global gain '
+                   'of an audio excerpt (+-dB, 0 = off).')
+flags.DEFINE_float('aug_gain_curve_db', _D.aug_gain_curve_db, 'Max slow '
+                   'random gain curve within an audio excerpt (dB, 0 = off).')
+flags.DEFINE_bool('level_norm', _D.level_norm, 'Bring every audio excerpt to '
+                  'a reference level before the audio tower, so a '
+                  'recording\'s loudness does not matter (off: the paper\'s '
+                  'input).')
 flags.DEFINE_string('renderings', _D.renderings, 'Audio renderings to train '
                     'on, one drawn at random per pair and step: primary (the '
                     'paper\'s data), all (every one prepared with '

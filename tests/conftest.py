@@ -337,3 +337,26 @@ def recordings(tmp_path_factory, real_midi) -> dict:
   out['garbage'] = root / 'garbage.wav'
   out['garbage'].write_bytes(b'this is not audio' * 100)
   return out
+
+
+@pytest.fixture(scope='session')
+def level_model(tmp_path_factory, real_data) -> pathlib.Path:
+  """``tiny_real_config`` with level normalisation and gain augmentation
+  (+-20 dB, a 6 dB curve), one epoch on ``real_data``: the workdir."""
+  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('level_model')
+  train_lib.train_and_evaluate(tiny_real_config(
+      real_data, epochs=1, eval_every=1, level_norm=True, aug_gain_db=20.0,
+      aug_gain_curve_db=6.0), str(workdir))
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def level_index(tmp_path_factory, level_model, real_data) -> pathlib.Path:
+  """An index of the test split of ``real_data`` by ``level_model``."""
+  import dccaflax  # pylint: disable=g-import-not-at-top
+  from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
+  index = index_lib.build(dccaflax.load(level_model), str(real_data), 'test',
+                          workdir=str(level_model))
+  return pathlib.Path(index_lib.save(
+      index, tmp_path_factory.mktemp('level_index') / 'index.npz'))

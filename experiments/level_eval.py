@@ -1,0 +1,155 @@
+r"""How much a recording's loudness matters: retrieval at other audio levels.
+
+  python -m experiments.level_eval --workdir DIR [--data_dir DATA] \
+      [--split test] [--limit 16000] [--gains 0.1,0.25,...,10] [--which best]
+
+The paper's protocol (the first ``--limit`` pairs of the split, all of them
+candidates; ``experiments.evaluate``) with every audio excerpt re-levelled as
+if the same recording were ``g`` times louder (``dccaflax.level.relevel``:
+exactly what scaling the waveform by ``g`` gives the ``log(1 + x)``
+features), for each gain, both directions.  Writes ``level.json``,
+``level.md`` and ``level.png`` (R@10 against the gain in dB) into the
+workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+import dccaflax
+from dccaflax import input_pipeline
+from dccaflax import level
+from dccaflax import retrieval
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.',
+                               required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
+                                '(default: the one the run trained on).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+_LIMIT = flags.DEFINE_integer('limit', 16000, 'The first N pairs (paper '
+                              'protocol).')
+_GAINS = flags.DEFINE_list('gains', ['0.1', '0.25', '0.35', '0.5', '0.7',
+                                     '1', '1.4', '2', '3', '5', '10'],
+                           'Amplitude gains (1 = as prepared).')
+_WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
+_BATCH = 2000
+
+
+def parse_gains(values) -> list[float]:
+  """Positive finite gains from strings; ValueError naming the bad one."""
+  gains = []
+  for v in values:
+    try:
+      g = float(v)
+    except ValueError:
+      raise ValueError(f'--gains: {v!r} is not a number') from None
+    if not (np.isfinite(g) and g > 0):
+      raise ValueError(f'--gains: {v} is not a positive gain')
+    gains.append(g)
+  if not gains:
+    raise ValueError('--gains: give at least one gain')
+  return gains
+
+
+def sensitivity(model: dccaflax.Model, pairs: dict, gains,
+                log=logging.info) -> list[dict]:
+  """Both directions' metrics for each gain.
+
+  Args:
+    model: from ``dccaflax.load``.
+    pairs: ``input_pipeline.load_pairs`` output (sheets and excerpts).
+    gains: amplitude factors.
+    log: progress lines.
+
+  Returns:
+    One row per gain: {'gain', 'db', 'a2s': {...}, 's2a': {...}, 'n'}.
+  """
+  sheet_emb = dccaflax.embed_sheet(model, pairs['sheet'])
+  rows = []
+  for g in gains:
+    t0 = time.time()
+    audio_emb = np.concatenate([
+        dccaflax.embed_audio(model, np.asarray(
+            level.relevel(pairs['spec'][i:i + _BATCH], g)))
+        for i in range(0, len(pairs['spec']), _BATCH)])
+    m = retrieval.both_directions(sheet_emb, audio_emb)
+    rows.append({'gain': g, 'db': float(20 * np.log10(g)), **m})
+    log(f'gain {g:g} ({rows[-1]["db"]:+.1f} dB): A->S R@10 '
+        f'{m["a2s"]["R@10"]:.1f}, S->A R@10 {m["s2a"]["R@10"]:.1f} '
+        f'({time.time() - t0:.0f} s)')
+  return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+  """One line per gain: A->S and S->A R@1, R@10, MR."""
+  lines = [f'### {title}', '',
+           '| gain | dB | A→S R@1 | R@10 | MR | S→A R@1 | R@10 | MR |',
+           '|' + '---|' * 8]
+  for r in rows:
+    cells = [f'{r["gain"]:g}', f'{r["db"]:+.1f}']
+    for d in ('a2s', 's2a'):
+      cells += [f'{r[d]["R@1"]:.1f}', f'{r[d]["R@10"]:.1f}',
+                f'{r[d]["MR"]:g}']
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def figure(rows: list[dict], title: str, path: str) -> None:
+  """R@10 of both directions against the gain in dB."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  db = [r['db'] for r in rows]
+  for d, label in (('a2s', 'audio → sheet'), ('s2a', 'sheet → audio')):
+    ax.plot(db, [r[d]['R@10'] for r in rows], 'o-', label=label)
+  ax.axvline(0, color='grey', lw=0.5)
+  ax.set_xlabel('audio gain (dB; 0 = as prepared)')
+  ax.set_ylabel('R@10 (%)')
+  ax.set_ylim(0, 100)
+  ax.set_title(title, fontsize=8)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    gains = parse_gains(_GAINS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  workdir = _WORKDIR.value
+  model = dccaflax.load(workdir, _WHICH.value)
+  data_dir = _DATA_DIR.value or model.config.data_dir
+  pairs = input_pipeline.load_pairs(data_dir, _SPLIT.value, _LIMIT.value)
+  n = len(pairs['sheet'])
+  rows = sensitivity(model, pairs, gains)
+  cfg = model.config
+  title = (f'{_SPLIT.value} ({n} pairs), {_WHICH.value} checkpoint (epoch '
+           f'{model.epoch}), width {cfg.width:g}, level_norm '
+           f'{cfg.level_norm}, gain augmentation ±{cfg.aug_gain_db:g} dB')
+  table = markdown(rows, title)
+  print(table)
+  with open(os.path.join(workdir, 'level.md'), 'w') as f:
+    f.write(table)
+  with open(os.path.join(workdir, 'level.json'), 'w') as f:
+    json.dump({'workdir': os.path.abspath(workdir), 'which': _WHICH.value,
+               'epoch': model.epoch, 'data_dir': data_dir,
+               'split': _SPLIT.value, 'n': n, 'config': cfg.to_json(),
+               'rows': rows}, f, indent=2)
+  figure(rows, title, os.path.join(workdir, 'level.png'))
+  logging.info('wrote level.md, level.json and level.png in %s', workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
