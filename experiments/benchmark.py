@@ -1,7 +1,7 @@
 r"""Speed of training, embedding and retrieval on this machine's accelerator.
 
   python -m experiments.benchmark [--width 1.0] [--out bench.json] [--quick] \
-      [--torch_peer ../shared/bench/torch_peer.py]
+      [--torch_peer PEER.py]
 
 Measures, on synthetic device arrays shaped like the real ones (no data
 needed; the numbers do not depend on the content):
@@ -22,8 +22,9 @@ Every number is the median of ``--repeats`` timed calls after a warm-up call
 narrow towers, one batch size, few repeats, smaller candidate sets (a smoke
 run for a CPU; about a minute or two).
 
-``--torch_peer PATH`` also runs the PyTorch peer (``shared/bench/
-torch_peer.py``, needs torch and a CUDA GPU) in the same call and prints our
+``--torch_peer PATH`` also runs a PyTorch peer script of the paper's model
+(one that prints JSON lines of pairs/s; needs torch and a CUDA GPU; not part
+of this project) in the same call and prints our
 pairs/s over its pairs/s at the same batch size (float32 vs its compiled
 float32, bfloat16 vs its compiled bf16 autocast); skipped with a message when
 torch is not importable.
