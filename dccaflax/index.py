@@ -57,7 +57,8 @@ def model_fingerprint(model) -> str:
   """Identifies a trained model's weights: 16 hex digits.
 
   SHA-256 over the model config's architecture fields (width, out_dim,
-  dtype) and every array of the towers' parameters, BatchNorm statistics and
+  dtype, and level_norm where it is on: the fingerprints of models without
+  it stay as they were) and every array of the towers' parameters, BatchNorm statistics and
   the CCA projection (path, shape, dtype, bytes), in a fixed order.
 
   Args:
@@ -66,7 +67,10 @@ def model_fingerprint(model) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
   cfg = model.config
-  h.update(repr((float(cfg.width), int(cfg.out_dim), str(cfg.dtype))).encode())
+  arch = (float(cfg.width), int(cfg.out_dim), str(cfg.dtype))
+  if cfg.level_norm:
+    arch += ('level_norm',)
+  h.update(repr(arch).encode())
   tree = {'variables': model.variables,
           'projection': dict(model.projection._asdict())}
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
