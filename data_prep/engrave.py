@@ -582,8 +582,8 @@ def _run_lilypond(paths, outdir, timeout_s) -> tuple[str, str | None]:
   problem = None
   if proc.returncode < 0:
     problem = f'LilyPond was killed by signal {-proc.returncode}'
-  elif _FONT_ERROR_RE.search(log):
-    problem = 'a font error: ' + _FONT_ERROR_RE.search(log).group(0).strip()
+  elif font := _FONT_ERROR_RE.search(log):
+    problem = 'a font error: ' + font.group(0).strip()
   elif proc.returncode and not any(_source_error(log, _stem(p)) for p in paths):
     problem = (f'LilyPond exited with status {proc.returncode} without an '
                'error in any source')
