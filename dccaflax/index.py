@@ -40,6 +40,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from dccaflax import level
+
 FORMAT_VERSION = 1
 READ_CHUNK = 1024   # pairs read and embedded per step while building
 _QUERY_BUCKET = 256  # queries are padded to a multiple (few compiled shapes)
@@ -57,8 +59,9 @@ def model_fingerprint(model) -> str:
   """Identifies a trained model's weights: 16 hex digits.
 
   SHA-256 over the model config's architecture fields (width, out_dim,
-  dtype, and level_norm where it is on: the fingerprints of models without
-  it stay as they were) and every array of the towers' parameters, BatchNorm statistics and
+  dtype, and the level normalisation where there is one: the fingerprints of
+  models without it stay as they were, and ``'mean'`` keeps the tag it had
+  when it was the only method) and every array of the towers' parameters, BatchNorm statistics and
   the CCA projection (path, shape, dtype, bytes), in a fixed order.
 
   Args:
@@ -68,8 +71,11 @@ def model_fingerprint(model) -> str:
   h = hashlib.sha256()
   cfg = model.config
   arch = (float(cfg.width), int(cfg.out_dim), str(cfg.dtype))
-  if cfg.level_norm:
+  method = level.check_method(cfg.level_norm)
+  if method == level.MEAN:
     arch += ('level_norm',)
+  elif method != level.NONE:
+    arch += (f'level_norm:{method}',)
   h.update(repr(arch).encode())
   tree = {'variables': model.variables,
           'projection': dict(model.projection._asdict())}

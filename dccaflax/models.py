@@ -20,9 +20,9 @@ Inputs are 2-D per example; the channel axis is added inside:
 * spectrograms ``(N, 136, 100)`` float32, ``log(1 + magnitude)`` (frequency
   bins x frames).  The paper feeds them as they are (the BatchNorm after the
   first conv takes care of scale), so a recording's loudness changes the
-  input; with ``level_norm=True`` each excerpt is first brought to a
-  reference level (``dccaflax.level.normalize``), which makes the audio
-  tower's output independent of a global gain by construction.
+  input; with ``level_norm='peak'`` (or ``'mean'``) each excerpt is first
+  brought to a reference level (``dccaflax.level.normalize``), which makes
+  the audio tower's output independent of a global gain by construction.
 
 Mixed precision: convolutions run in ``dtype`` (e.g. ``jnp.bfloat16``) with
 float32 parameters; every BatchNorm (statistics, normalisation, output) runs in
@@ -65,18 +65,18 @@ def normalize_sheet(x: jax.Array) -> jax.Array:
   return 1.0 - jnp.asarray(x, jnp.float32) / 255.0
 
 
-def normalize_spec(x: jax.Array, level_norm: bool = False) -> jax.Array:
+def normalize_spec(x: jax.Array, level_norm: str = level.NONE) -> jax.Array:
   """Spectrogram ``log(1 + magnitude)`` -> float32 tower input.
 
   Args:
     x: ``(..., bins, frames)`` float, one excerpt per leading index.
-    level_norm: bring each excerpt to the reference level
-      (``level.normalize``); False: as is (the paper).
+    level_norm: ``'peak'`` or ``'mean'``: each excerpt to the reference level
+      by that statistic (``level.normalize``); ``'none'``: as is (the paper).
 
   Returns:
     ``(..., bins, frames)`` float32.
   """
-  return level.normalize(x) if level_norm else jnp.asarray(x, jnp.float32)
+  return level.normalize(x, level_norm)
 
 
 _INPUT_KINDS = (SHEET, AUDIO, None)
@@ -95,7 +95,8 @@ class Tower(nn.Module):
       ``pmap``/``shard_map``); None for per-device statistics.
     input_kind: ``'sheet'`` (pixels -> ``1 - x/255``), ``'audio'``
       (``normalize_spec``) or None (cast to float32 only).
-    level_norm: for ``'audio'``: each excerpt to the reference level.
+    level_norm: for ``'audio'``: each excerpt to the reference level by
+      this ``dccaflax.level`` method (``'none'``: the paper's input).
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
@@ -104,7 +105,7 @@ class Tower(nn.Module):
   bn_epsilon: float = PAPER_BN_EPSILON
   axis_name: Optional[str] = None
   input_kind: Optional[str] = None
-  level_norm: bool = False
+  level_norm: str = level.NONE
 
   def _bn(self, train: bool) -> nn.BatchNorm:
     """Float32 BatchNorm (statistics, scale/bias and output)."""
@@ -164,14 +165,15 @@ class DCCAModel(nn.Module):
     dtype: convolution computation dtype (params and outputs float32).
     bn_momentum: BatchNorm running-average decay.
     axis_name: BatchNorm cross-device axis name, or None.
-    level_norm: audio excerpts to the reference level (``normalize_spec``).
+    level_norm: audio excerpts to the reference level by this method
+      (``normalize_spec``); ``'none'``: the paper's input.
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
   dtype: Any = jnp.float32
   bn_momentum: float = PAPER_BN_MOMENTUM
   axis_name: Optional[str] = None
-  level_norm: bool = False
+  level_norm: str = level.NONE
 
   def setup(self):
     kw = dict(widths=tuple(self.widths), out_dim=self.out_dim,
@@ -219,7 +221,7 @@ def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
                  dtype: Any = jnp.float32,
                  axis_name: Optional[str] = None,
                  bn_momentum: float = PAPER_BN_MOMENTUM,
-                 level_norm: bool = False) -> DCCAModel:
+                 level_norm: str = level.NONE) -> DCCAModel:
   """The paper's model (``width=1``) or a slimmer one for quick CPU runs.
 
   Args:
@@ -230,8 +232,10 @@ def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
     axis_name: BatchNorm cross-device axis name, or None.
     bn_momentum: BatchNorm running-average decay.
     level_norm: audio excerpts to the reference level before the audio tower
-      (independent of the recording's loudness); False: the paper's input.
+      (independent of the recording's loudness), by ``'peak'`` or ``'mean'``
+      (``dccaflax.level``); ``'none'``: the paper's input.  A bool is read
+      as ``check_method`` reads it (True: ``'mean'``).
   """
   return DCCAModel(widths=scaled_widths(width), out_dim=out_dim, dtype=dtype,
                    bn_momentum=bn_momentum, axis_name=axis_name,
-                   level_norm=level_norm)
+                   level_norm=level.check_method(level_norm))

@@ -79,8 +79,9 @@ BEST_METRIC = 'val/R@10'   # mean of audio->sheet and sheet->audio R@10
 class TrainConfig:
   """Every setting of a run; stored as ``config.json`` in the workdir.
 
-  Defaults are the paper's recipe (full width); ``experiments/*.flags`` set
-  them explicitly.
+  Defaults are the paper's recipe (full width) but for the audio input,
+  which is level-normalised (``level_norm='peak'``: measured at no cost in
+  retrieval, see the README); ``experiments/*.flags`` set them explicitly.
   """
   data_dir: str = ''
   width: float = 1.0                 # tower width multiplier (1 = Table 1)
@@ -105,8 +106,10 @@ class TrainConfig:
   aug_gain_db: float = 0.0           # max global gain per excerpt, +-dB
   aug_gain_curve_db: float = 0.0     # max slow gain curve in an excerpt, dB
   # Audio excerpts to a reference level before the audio tower, so the
-  # recording's loudness does not matter (dccaflax.level); False: the paper.
-  level_norm: bool = False
+  # recording's loudness does not matter: 'peak' or 'mean' (dccaflax.level);
+  # 'none': the paper's input.  In an older config.json a bool is read by
+  # level.check_method (true was 'mean'), and no field at all means 'none'.
+  level_norm: str = level.PEAK
   # Audio renderings to train on, one drawn per pair and step: 'primary'
   # (the paper's data), 'all' prepared ones, or comma-separated tags such as
   # 'fluidr3_t1.00,timgm6mb_t0.90'.  Validation uses the primary rendering.
@@ -121,7 +124,10 @@ class TrainConfig:
   @classmethod
   def from_json(cls, d: dict) -> 'TrainConfig':
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    d = {k: v for k, v in d.items() if k in names}
+    # Runs from before the field existed fed the paper's input.
+    d['level_norm'] = level.check_method(d.get('level_norm', level.NONE))
+    return cls(**d)
 
 
 def renderings_arg(renderings: str):

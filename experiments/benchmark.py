@@ -57,6 +57,8 @@ from dccaflax import snippets
 from dccaflax import train_lib
 
 TRAIN_PAIRS = 125_053   # full batches of 100 over the training split's pairs
+# The audio input training uses (TrainConfig's default, the flagfiles').
+_LEVEL_NORM = train_lib.TrainConfig().level_norm
 
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Tower width multiplier (1 = the '
                             "paper's model).")
@@ -148,7 +150,8 @@ def bench_train(width: float, dtype: str, batch_size: int,
     arrays = synthetic_arrays(max(2 * batch_size * steps_per_dispatch,
                                   4 * batch_size))
   n = int(arrays.x.shape[0])
-  model = models.create_model(width=width, dtype=jnp.dtype(dtype))
+  model = models.create_model(width=width, dtype=jnp.dtype(dtype),
+                              level_norm=_LEVEL_NORM)
   optimizer = train_lib.make_optimizer(0.01, 0.9, 25, 1000)
   state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
   order = jnp.asarray(np.random.default_rng(0).integers(
@@ -182,7 +185,8 @@ def bench_embed(width: float, dtype: str, batch_size: int, repeats: int,
   """
   if arrays is None:
     arrays = synthetic_arrays(2 * batch_size)
-  model = models.create_model(width=width, dtype=jnp.dtype(dtype))
+  model = models.create_model(width=width, dtype=jnp.dtype(dtype),
+                              level_norm=_LEVEL_NORM)
   variables = train_lib.init_variables(jax.random.key(0), model)
   idx = jnp.arange(batch_size, dtype=jnp.int32) % arrays.x.shape[0]
   seconds = time_call(lambda: train_lib._embed_windows(  # pylint: disable=protected-access

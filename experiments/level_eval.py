@@ -1,13 +1,17 @@
 r"""How much a recording's loudness matters: retrieval at other audio levels.
 
   python -m experiments.level_eval --workdir DIR [--data_dir DATA] \
-      [--split test] [--limit 16000] [--gains 0.1,0.25,...,10] [--which best]
+      [--split test] [--limit 16000] [--gains 0.1,0.25,...,10] \
+      [--curves 3,6,10] [--which best]
 
 The paper's protocol (the first ``--limit`` pairs of the split, all of them
 candidates; ``experiments.evaluate``) with every audio excerpt re-levelled as
 if the same recording were ``g`` times louder (``dccaflax.level.relevel``:
 exactly what scaling the waveform by ``g`` gives the ``log(1 + x)``
-features), for each gain, both directions.  Writes ``level.json``,
+features), for each gain, both directions.  Then dynamics, which no global
+gain describes: at gain 1, each excerpt under a slow gain curve (a sine of
+up to ``D`` dB, period 2-8 s, random phase; ``dccaflax.level.random_gains``
+with a fixed seed) for each ``D`` of ``--curves``.  Writes ``level.json``,
 ``level.md`` and ``level.png`` (R@10 against the gain in dB) into the
 workdir.
 """
@@ -21,12 +25,14 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import numpy as np
 
 import dccaflax
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import retrieval
+from dccaflax import snippets
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.',
                                required=True)
@@ -38,62 +44,88 @@ _LIMIT = flags.DEFINE_integer('limit', 16000, 'The first N pairs (paper '
 _GAINS = flags.DEFINE_list('gains', ['0.1', '0.25', '0.35', '0.5', '0.7',
                                      '1', '1.4', '2', '3', '5', '10'],
                            'Amplitude gains (1 = as prepared).')
+_CURVES = flags.DEFINE_list('curves', ['3', '6', '10'], 'Dynamics: at gain 1, '
+                            'a slow gain curve of up to this many dB within '
+                            'each excerpt (empty: none).')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 _BATCH = 2000
+_CURVE_SEED = 0
 
 
-def parse_gains(values) -> list[float]:
-  """Positive finite gains from strings; ValueError naming the bad one."""
+def parse_gains(values, what: str = 'gains', positive: bool = True,
+                allow_empty: bool = False) -> list[float]:
+  """Finite numbers from strings (> 0, or >= 0 with ``positive=False``);
+  ValueError naming the flag ``--{what}`` and the bad value."""
   gains = []
   for v in values:
     try:
       g = float(v)
     except ValueError:
-      raise ValueError(f'--gains: {v!r} is not a number') from None
-    if not (np.isfinite(g) and g > 0):
-      raise ValueError(f'--gains: {v} is not a positive gain')
+      raise ValueError(f'--{what}: {v!r} is not a number') from None
+    if not (np.isfinite(g) and (g > 0 if positive else g >= 0)):
+      raise ValueError(f'--{what}: {v} is not a '
+                       f'{"positive gain" if positive else "level in dB >= 0"}')
     gains.append(g)
-  if not gains:
-    raise ValueError('--gains: give at least one gain')
+  if not gains and not allow_empty:
+    raise ValueError(f'--{what}: give at least one value')
   return gains
 
 
-def sensitivity(model: dccaflax.Model, pairs: dict, gains,
+def curve_gains(n: int, curve_db: float) -> np.ndarray:
+  """``(n, 1, frames)`` slow gain curves of up to ``curve_db`` dB, one per
+  excerpt, the same for every model (seed ``_CURVE_SEED``)."""
+  return np.asarray(level.random_gains(
+      jax.random.key(_CURVE_SEED), n, snippets.SPEC_FRAMES, 0.0, curve_db,
+      snippets.FPS))
+
+
+def sensitivity(model: dccaflax.Model, pairs: dict, gains, curves=(),
                 log=logging.info) -> list[dict]:
-  """Both directions' metrics for each gain.
+  """Both directions' metrics for each gain, then for each gain curve.
 
   Args:
     model: from ``dccaflax.load``.
     pairs: ``input_pipeline.load_pairs`` output (sheets and excerpts).
     gains: amplitude factors.
+    curves: dB maxima of a slow gain curve within each excerpt, at gain 1.
     log: progress lines.
 
   Returns:
-    One row per gain: {'gain', 'db', 'a2s': {...}, 's2a': {...}, 'n'}.
+    One row per gain, then per curve: {'gain', 'db', 'curve_db', 'a2s':
+    {...}, 's2a': {...}, 'n'}.
   """
   sheet_emb = dccaflax.embed_sheet(model, pairs['sheet'])
+  n = len(pairs['spec'])
   rows = []
-  for g in gains:
+  settings = [(g, 0.0) for g in gains] + [(1.0, c) for c in curves]
+  for g, curve_db in settings:
     t0 = time.time()
+    gain = np.float32(g)
+    if curve_db:
+      gain = gain * curve_gains(n, curve_db)
     audio_emb = np.concatenate([
-        dccaflax.embed_audio(model, np.asarray(
-            level.relevel(pairs['spec'][i:i + _BATCH], g)))
-        for i in range(0, len(pairs['spec']), _BATCH)])
+        dccaflax.embed_audio(model, np.asarray(level.relevel(
+            pairs['spec'][i:i + _BATCH],
+            gain[i:i + _BATCH] if gain.ndim else gain)))
+        for i in range(0, n, _BATCH)])
     m = retrieval.both_directions(sheet_emb, audio_emb)
-    rows.append({'gain': g, 'db': float(20 * np.log10(g)), **m})
-    log(f'gain {g:g} ({rows[-1]["db"]:+.1f} dB): A->S R@10 '
-        f'{m["a2s"]["R@10"]:.1f}, S->A R@10 {m["s2a"]["R@10"]:.1f} '
-        f'({time.time() - t0:.0f} s)')
+    rows.append({'gain': g, 'db': float(20 * np.log10(g)),
+                 'curve_db': curve_db, **m})
+    log(f'gain {g:g} ({rows[-1]["db"]:+.1f} dB), curve <= {curve_db:g} dB: '
+        f'A->S R@10 {m["a2s"]["R@10"]:.1f}, S->A R@10 '
+        f'{m["s2a"]["R@10"]:.1f} ({time.time() - t0:.0f} s)')
   return rows
 
 
 def markdown(rows: list[dict], title: str) -> str:
-  """One line per gain: A->S and S->A R@1, R@10, MR."""
+  """One line per gain or curve: A->S and S->A R@1, R@10, MR."""
   lines = [f'### {title}', '',
-           '| gain | dB | A→S R@1 | R@10 | MR | S→A R@1 | R@10 | MR |',
-           '|' + '---|' * 8]
+           '| gain | dB | curve dB | A→S R@1 | R@10 | MR | S→A R@1 | R@10 '
+           '| MR |', '|' + '---|' * 9]
   for r in rows:
-    cells = [f'{r["gain"]:g}', f'{r["db"]:+.1f}']
+    curve = r.get('curve_db', 0.0)
+    cells = [f'{r["gain"]:g}', f'{r["db"]:+.1f}',
+             f'≤ {curve:g}' if curve else '–']
     for d in ('a2s', 's2a'):
       cells += [f'{r[d]["R@1"]:.1f}', f'{r[d]["R@10"]:.1f}',
                 f'{r[d]["MR"]:g}']
@@ -102,14 +134,22 @@ def markdown(rows: list[dict], title: str) -> str:
 
 
 def figure(rows: list[dict], title: str, path: str) -> None:
-  """R@10 of both directions against the gain in dB."""
+  """R@10 of both directions against the gain in dB (gains without a
+  curve), the curves' R@10 as horizontal marks."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 3.5))
-  db = [r['db'] for r in rows]
+  flat = [r for r in rows if not r.get('curve_db')]
+  db = [r['db'] for r in flat]
   for d, label in (('a2s', 'audio → sheet'), ('s2a', 'sheet → audio')):
-    ax.plot(db, [r[d]['R@10'] for r in rows], 'o-', label=label)
+    line, = ax.plot(db, [r[d]['R@10'] for r in flat], 'o-', label=label)
+    for r in rows:
+      if r.get('curve_db'):
+        ax.plot([0], [r[d]['R@10']], '_', ms=14, color=line.get_color())
+        ax.annotate(f'curve ≤{r["curve_db"]:g} dB', (0, r[d]['R@10']),
+                    xytext=(6, 0), textcoords='offset points', fontsize=6,
+                    va='center', color=line.get_color())
   ax.axvline(0, color='grey', lw=0.5)
   ax.set_xlabel('audio gain (dB; 0 = as prepared)')
   ax.set_ylabel('R@10 (%)')
@@ -126,6 +166,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
     gains = parse_gains(_GAINS.value)
+    curves = parse_gains(_CURVES.value, 'curves', positive=False,
+                         allow_empty=True)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   workdir = _WORKDIR.value
@@ -133,7 +175,7 @@ def main(argv):
   data_dir = _DATA_DIR.value or model.config.data_dir
   pairs = input_pipeline.load_pairs(data_dir, _SPLIT.value, _LIMIT.value)
   n = len(pairs['sheet'])
-  rows = sensitivity(model, pairs, gains)
+  rows = sensitivity(model, pairs, gains, [c for c in curves if c > 0])
   cfg = model.config
   title = (f'{_SPLIT.value} ({n} pairs), {_WHICH.value} checkpoint (epoch '
            f'{model.epoch}), width {cfg.width:g}, level_norm '

@@ -24,9 +24,10 @@ from absl import flags
 from absl import logging
 import jax
 
+from dccaflax import level
 from dccaflax import train_lib
 
-_D = train_lib.TrainConfig()   # the flags' defaults (the paper's recipe)
+_D = train_lib.TrainConfig()   # the flags' defaults (see TrainConfig)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed if it '
                                'holds a checkpoint).', required=True)
@@ -73,10 +74,11 @@ flags.DEFINE_float('aug_gain_db', _D.aug_gain_db, 'Max random global gain '
                    'of an audio excerpt (+-dB, 0 = off).')
 flags.DEFINE_float('aug_gain_curve_db', _D.aug_gain_curve_db, 'Max slow '
                    'random gain curve within an audio excerpt (dB, 0 = off).')
-flags.DEFINE_bool('level_norm', _D.level_norm, 'Bring every audio excerpt to '
-                  'a reference level before the audio tower, so a '
-                  'recording\'s loudness does not matter (off: the paper\'s '
-                  'input).')
+flags.DEFINE_enum('level_norm', _D.level_norm, list(level.METHODS), 'Bring '
+                  'every audio excerpt to a reference level before the audio '
+                  'tower, so a recording\'s loudness does not matter: peak '
+                  '(its loudest frame), mean (its mean magnitude) or none '
+                  '(the paper\'s input); see dccaflax.level.')
 flags.DEFINE_string('renderings', _D.renderings, 'Audio renderings to train '
                     'on, one drawn at random per pair and step: primary (the '
                     'paper\'s data), all (every one prepared with '

@@ -1,5 +1,6 @@
 """Search index: build, save/load, model fingerprint, search, entry point."""
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -85,6 +86,11 @@ def test_fingerprint_tells_models_apart(real_index, model):
   proj = model.projection._replace(mean_x=model.projection.mean_x + 1e-3)
   assert (index_lib.model_fingerprint(model._replace(projection=proj))
           != index.fingerprint)
+  # The same weights behind another audio front end are another model.
+  prints = {index_lib.model_fingerprint(model._replace(
+      config=dataclasses.replace(model.config, level_norm=m)))
+            for m in ('none', 'peak', 'mean', True)}
+  assert len(prints) == 3    # True is how older configs wrote 'mean'
 
 
 def test_bad_index_files_are_refused(tmp_path, real_index):

@@ -1,0 +1,41 @@
+"""Every shipped flagfile parses into a valid training config."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_PARSE = r'''
+import json, sys
+from experiments import train
+from dccaflax import level, train_lib
+out = {}
+for path in sys.argv[1:]:
+  train.FLAGS.unparse_flags()
+  train.FLAGS(['train', f'--flagfile={path}', '--workdir=unused'])
+  config = train.config_from_flags()
+  train_lib.augment_of(config)             # raises on a bad augmentation
+  level.check_method(config.level_norm)
+  out[path] = config.to_json()
+print(json.dumps(out))
+'''
+
+
+def test_flagfiles_parse_into_configs():
+  files = sorted(str(p.relative_to(_REPO))
+                 for p in (_REPO / 'experiments').glob('*.flags'))
+  assert 'experiments/nottingham.flags' in files
+  proc = subprocess.run([sys.executable, '-c', _PARSE, *files], cwd=_REPO,
+                        capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  configs = json.loads(proc.stdout.strip().splitlines()[-1])
+  paper = configs['experiments/nottingham.flags']
+  assert paper['width'] == 1.0 and paper['batch_size'] == 100
+  assert paper['aug_gain_curve_db'] == 0 and paper['renderings'] == 'primary'
+  assert {c['level_norm'] for c in configs.values()} == {'peak'}
+  beyond = configs['experiments/nottingham_renderings.flags']
+  assert beyond['renderings'] == 'all' and beyond['level_norm'] == 'peak'
+  assert beyond['aug_gain_curve_db'] > 0
