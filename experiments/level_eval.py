@@ -134,28 +134,35 @@ def markdown(rows: list[dict], title: str) -> str:
 
 
 def figure(rows: list[dict], title: str, path: str) -> None:
-  """R@10 of both directions against the gain in dB (gains without a
-  curve), the curves' R@10 as horizontal marks."""
+  """R@10 of both directions against the global gain in dB and, in a
+  second panel, against the depth of the gain curve (0 = no curve, gain 1).
+  """
+  import textwrap  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 3.5))
   flat = [r for r in rows if not r.get('curve_db')]
-  db = [r['db'] for r in flat]
-  for d, label in (('a2s', 'audio → sheet'), ('s2a', 'sheet → audio')):
-    line, = ax.plot(db, [r[d]['R@10'] for r in flat], 'o-', label=label)
-    for r in rows:
-      if r.get('curve_db'):
-        ax.plot([0], [r[d]['R@10']], '_', ms=14, color=line.get_color())
-        ax.annotate(f'curve ≤{r["curve_db"]:g} dB', (0, r[d]['R@10']),
-                    xytext=(6, 0), textcoords='offset points', fontsize=6,
-                    va='center', color=line.get_color())
-  ax.axvline(0, color='grey', lw=0.5)
-  ax.set_xlabel('audio gain (dB; 0 = as prepared)')
-  ax.set_ylabel('R@10 (%)')
-  ax.set_ylim(0, 100)
-  ax.set_title(title, fontsize=8)
-  ax.legend()
+  curves = [r for r in rows if r.get('curve_db')]
+  base = [r for r in flat if r['gain'] == 1.0]
+  panels = [('audio gain (dB; 0 = as prepared)', [r['db'] for r in flat],
+             flat)]
+  if curves:
+    panels.append(('gain curve within each excerpt: up to (dB)',
+                   [0.0] * len(base) + [r['curve_db'] for r in curves],
+                   base + curves))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 + 3 * len(panels), 3.8),
+                           sharey=True, squeeze=False,
+                           gridspec_kw={'width_ratios': [2, 1][:len(panels)]})
+  for ax, (xlabel, x, sel) in zip(axes[0], panels):
+    for d, label in (('a2s', 'audio → sheet'), ('s2a', 'sheet → audio')):
+      ax.plot(x, [r[d]['R@10'] for r in sel], 'o-', label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+  axes[0][0].axvline(0, color='grey', lw=0.5)
+  axes[0][0].set_ylabel('R@10 (%)')
+  axes[0][0].legend()
+  fig.suptitle(textwrap.fill(title, 110), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
