@@ -80,6 +80,28 @@ def fluidsynth_binary() -> str:
   return path
 
 
+@dataclasses.dataclass(frozen=True)
+class Note:
+  """A note to synthesize: MIDI pitch, start and end in seconds."""
+  pitch: int
+  start_s: float
+  end_s: float
+
+
+def at_tempo(notes, tempo: float, offset_s: float = 0.0) -> list[Note]:
+  """The notes played ``tempo`` times faster (times divided by ``tempo``),
+  then shifted by ``offset_s`` seconds.
+
+  Args:
+    notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds at
+      tempo factor 1).
+    tempo: tempo factor; 1.1 plays 10% faster.
+    offset_s: added to every time after scaling.
+  """
+  return [Note(int(n.pitch), n.start_s / tempo + offset_s,
+               n.end_s / tempo + offset_s) for n in notes]
+
+
 def melody_midi(notes, params: SynthParams):
   """A ``pretty_midi.PrettyMIDI`` of the notes at the given tempo factor.
 
@@ -90,10 +112,10 @@ def melody_midi(notes, params: SynthParams):
   import pretty_midi  # pylint: disable=g-import-not-at-top
   pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
   inst = pretty_midi.Instrument(program=params.program)
-  for n in notes:
-    inst.notes.append(pretty_midi.Note(
-        velocity=params.velocity, pitch=int(n.pitch),
-        start=n.start_s / params.tempo, end=n.end_s / params.tempo))
+  for n in at_tempo(notes, params.tempo):
+    inst.notes.append(pretty_midi.Note(velocity=params.velocity,
+                                       pitch=n.pitch, start=n.start_s,
+                                       end=n.end_s))
   pm.instruments.append(inst)
   return pm
 

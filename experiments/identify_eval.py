@@ -8,7 +8,7 @@ Every piece of the index (the Nottingham test split: 170 pieces) is rendered
 from its MIDI file with a soundfont NOT used for the training data (default:
 MuseScore General, Debian ``musescore-general-soundfont-small``) at each
 tempo factor, and identified against all indexed scores by sliding-window
-voting (``dccaflax.identify``).  Reports top-1 / top-5 accuracy (%) and MRR
+voting (``data_prep.identify_eval``, ``dccaflax.identify``).  Reports top-1 / top-5 accuracy (%) and MRR
 of the true piece per tempo; writes ``identify_eval.json`` (with every
 piece's rank) and ``identify_eval.md`` into --out_dir (default: the
 workdir).  Rendering runs in --workers processes while the main process
@@ -24,6 +24,7 @@ import sys
 from absl import app
 from absl import flags
 
+from data_prep import identify_eval
 from data_prep import pipeline
 from data_prep import source
 
@@ -53,7 +54,6 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from dccaflax import identify  # pylint: disable=g-import-not-at-top
   from dccaflax import query  # pylint: disable=g-import-not-at-top
   try:
     tempos = [float(t) for t in _TEMPOS.value]
@@ -67,21 +67,21 @@ def main(argv):
   except pipeline.PrepareError as e:
     sys.exit(f'error: {e}')
   try:
-    soundfont = identify.eval_soundfont(_SOUNDFONT.value)
+    soundfont = identify_eval.eval_soundfont(_SOUNDFONT.value)
     model, index = query.load_model_and_index(_WORKDIR.value, _INDEX.value,
                                               _WHICH.value)
     if _LIMIT.value is not None and _LIMIT.value < 1:
       raise query.QueryError(f'--limit must be >= 1, got {_LIMIT.value}')
-    result = identify.evaluate(model, index, midi_dir, soundfont, tempos,
-                               limit=_LIMIT.value, workers=_WORKERS.value,
-                               k=_K.value, hop=_HOP.value)
+    result = identify_eval.evaluate(
+        model, index, midi_dir, soundfont, tempos, limit=_LIMIT.value,
+        workers=_WORKERS.value, k=_K.value, hop=_HOP.value)
   except (FileNotFoundError, query.QueryError) as e:
     sys.exit(f'error: {e}')
   result['workdir'] = os.path.abspath(_WORKDIR.value)
   result['index'] = os.path.abspath(_INDEX.value)
   os.makedirs(out_dir, exist_ok=True)
-  md = identify.markdown(result, 'Piece identification (quick model)'
-                         if model.config.width != 1.0 else '')
+  md = identify_eval.markdown(result, 'Piece identification (quick model)'
+                              if model.config.width != 1.0 else '')
   with open(os.path.join(out_dir, 'identify_eval.json'), 'w') as f:
     json.dump(result, f, indent=1)
   with open(os.path.join(out_dir, 'identify_eval.md'), 'w') as f:

@@ -1,6 +1,8 @@
 """Public API: load a workdir, embed sheets and audio, input checks."""
 
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -30,6 +32,59 @@ def test_import_is_light():
           'assert not heavy, heavy')
   subprocess.run([sys.executable, '-c', code], check=True,
                  cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+_WITHOUT_PREPARATION = r'''
+import importlib.abc, sys
+BLOCKED = ('data_prep', 'pretty_midi', 'mido', 'lilypond')
+
+class Blocker(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in BLOCKED:
+      raise ImportError(f'{name} is blocked by the test')
+    return None
+
+sys.meta_path.insert(0, Blocker())
+try:
+  import data_prep
+  raise SystemExit('the blocker does not block')
+except ImportError:
+  pass
+import numpy as np
+import dccaflax
+from dccaflax import identify, index, query, retrieval  # inference modules
+model = dccaflax.load(sys.argv[1])
+s = dccaflax.embed_sheet(model, np.full((3, 40, 100), 255, np.uint8))
+a = dccaflax.embed_audio(model, np.zeros((3, 136, 100), np.float32))
+assert s.shape == a.shape == (3, model.config.out_dim), (s.shape, a.shape)
+assert np.allclose(np.linalg.norm(s, axis=1), 1, atol=1e-4)
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)
+assert not loaded, loaded
+print('INFERENCE_OK')
+'''
+
+
+def test_inference_needs_no_preparation_stack(trained_workdir):
+  """``import dccaflax``, load and embed with data_prep, pretty_midi, mido
+  and lilypond unimportable: the library does not depend on preparation."""
+  out = subprocess.run([sys.executable, '-c', _WITHOUT_PREPARATION,
+                        str(trained_workdir)], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(__file__)),
+                       timeout=300, check=False)
+  assert out.returncode == 0 and 'INFERENCE_OK' in out.stdout, (
+      out.stdout[-2000:] + out.stderr[-3000:])
+  # Nor anywhere inside a function (a lazy import would pass the above
+  # until that function runs).
+  lib = pathlib.Path(__file__).resolve().parents[1] / 'dccaflax'
+  for path in sorted(lib.rglob('*.py')):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ''] if isinstance(node, ast.ImportFrom)
+               else [])
+      for name in names:
+        assert name.split('.')[0] not in (
+            'data_prep', 'pretty_midi', 'mido', 'lilypond'), (
+                f'{path.name}:{node.lineno} imports {name}')
 
 
 def test_load_rebuilds_the_trained_model(model, trained_workdir):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from data_prep import identify_eval
 from dccaflax import audio
 from dccaflax import identify
 from dccaflax import index as index_lib
@@ -156,8 +157,8 @@ def test_evaluation_on_an_unseen_soundfont(real_model, real_index, real_midi,
     assert 1 / 3 <= m['MRR'] <= 1
   assert len(result['per_piece']) == 4
   assert result['n_pieces'] == 2 and result['n_candidate_pieces'] == 3
-  assert (tmp_path / 'identify_eval.md').read_text() == identify.markdown(
-      result, 'Piece identification (quick model)')
+  assert (tmp_path / 'identify_eval.md').read_text() == (
+      identify_eval.markdown(result, 'Piece identification (quick model)'))
   # Refused before the model is loaded.
   rc, log = run_cli('experiments.identify_eval', '--workdir', real_model,
                     '--index', real_index, '--midi_dir', tmp_path / 'none')
@@ -170,11 +171,11 @@ def test_evaluation_on_an_unseen_soundfont(real_model, real_index, real_midi,
 
 def test_render_batch_cuts_each_piece_at_its_tempo(real_midi):
   files = sorted(str(p) for p in (real_midi / 'test').glob('*.mid'))[:2]
-  out = identify.render_batch(([(files[0], 1.0), (files[1], 1.25),
-                                (files[0], 0.8)], 'fluidr3'))
+  out = identify_eval.render_batch(([(files[0], 1.0), (files[1], 1.25),
+                                     (files[0], 0.8)], 'fluidr3'))
   assert [o[1] for o in out] == [1.0, 1.25, 0.8]
   n1, n2 = out[0][2].shape[1], out[2][2].shape[1]
-  tail = identify.TAIL_S * 31.25
+  tail = identify_eval.TAIL_S * 31.25
   assert (n2 - tail) == pytest.approx((n1 - tail) / 0.8, rel=0.01)
   # Piece 1 at tempo 1 is the pipeline's own rendering (same soundfont).
   from data_prep import melody, synth  # pylint: disable=g-import-not-at-top
