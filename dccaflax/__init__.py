@@ -23,10 +23,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from dccaflax import snippets
+
 __all__ = ['Model', 'load', 'embed_sheet', 'embed_audio']
 
-SHEET_SHAPE = (40, 100)     # snippets.SHEET_HEIGHT, SHEET_WIDTH
-SPEC_SHAPE = (136, 100)     # snippets.SPEC_BINS, SPEC_FRAMES
+SHEET_SHAPE = (snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH)
+SPEC_SHAPE = (snippets.SPEC_BINS, snippets.SPEC_FRAMES)
 EMBED_BATCH = 256           # examples per jitted call (last one padded)
 
 
@@ -94,12 +96,8 @@ def load(workdir: str | os.PathLike, which: str = 'best') -> Model:
 def _cores():
   """Jitted embedding cores, built on first use (keeps the import light)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from dccaflax import cca  # pylint: disable=g-import-not-at-top
-
-  def normalize(z):
-    norm = jnp.sqrt(jnp.sum(z * z, axis=-1, keepdims=True))
-    return (z / jnp.maximum(norm, 1e-12)).astype(jnp.float32)
+  from dccaflax.retrieval import l2_normalize as normalize  # pylint: disable=g-import-not-at-top
 
   @functools.partial(jax.jit, static_argnames=('module',))
   def sheet(module, variables, projection, x):

@@ -19,6 +19,8 @@ import sys
 from absl import app
 from absl import flags
 
+from dccaflax import identify
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
 _INDEX = flags.DEFINE_string('index', None, 'Index built by '
@@ -27,8 +29,10 @@ _INDEX = flags.DEFINE_string('index', None, 'Index built by '
 _AUDIO = flags.DEFINE_string('audio', None, 'Recording (any file librosa '
                              'reads).', required=True)
 _TOP = flags.DEFINE_integer('top', 5, 'Pieces to list.')
-_K = flags.DEFINE_integer('k', 10, 'Sheet snippets retrieved per window.')
-_HOP = flags.DEFINE_integer('hop', 31, 'Frames between windows (31.25 = 1 s).')
+_K = flags.DEFINE_integer('k', identify.TOP_K, 'Sheet snippets retrieved per '
+                         'window.')
+_HOP = flags.DEFINE_integer('hop', identify.HOP_FRAMES, 'Frames between '
+                           'windows (31.25 = 1 s).')
 _TIMELINE = flags.DEFINE_bool('timeline', True, 'Print the best-matching bar '
                               'per window.')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
@@ -38,7 +42,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from dccaflax import audio  # pylint: disable=g-import-not-at-top
-  from dccaflax import identify  # pylint: disable=g-import-not-at-top
   from dccaflax import query  # pylint: disable=g-import-not-at-top
   try:
     identify.identify_file(_WORKDIR.value, _INDEX.value, _AUDIO.value,

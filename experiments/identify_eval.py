@@ -27,6 +27,7 @@ from absl import flags
 from data_prep import identify_eval
 from data_prep import pipeline
 from data_prep import source
+from dccaflax import identify
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
@@ -39,13 +40,16 @@ _MIDI_DIR = flags.DEFINE_string('midi_dir', None, 'Nottingham MIDI folder '
                                 'bundled with the repository.')
 _SOUNDFONT = flags.DEFINE_string('soundfont', 'musescore', "'musescore', "
                                  "'fluidr3mono' or an .sf2/.sf3 path.")
-_TEMPOS = flags.DEFINE_list('tempos', ['0.8', '1.0', '1.25'],
+_TEMPOS = flags.DEFINE_list('tempos',
+                            [f'{t:g}' for t in identify_eval.EVAL_TEMPOS],
                             'Tempo factors (1.25 = 25% faster).')
 _LIMIT = flags.DEFINE_integer('limit', None, 'Only the first N pieces.')
 _WORKERS = flags.DEFINE_integer('workers', None, 'Rendering processes '
                                 '(default: all cores).')
-_K = flags.DEFINE_integer('k', 10, 'Sheet snippets retrieved per window.')
-_HOP = flags.DEFINE_integer('hop', 31, 'Frames between windows.')
+_K = flags.DEFINE_integer('k', identify.TOP_K, 'Sheet snippets retrieved per '
+                         'window.')
+_HOP = flags.DEFINE_integer('hop', identify.HOP_FRAMES, 'Frames between '
+                           'windows.')
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Where to write the JSON and '
                                'Markdown (default: the workdir).')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
