@@ -97,7 +97,8 @@ def _cores():
   """Jitted embedding cores, built on first use (keeps the import light)."""
   import jax  # pylint: disable=g-import-not-at-top
   from dccaflax import cca  # pylint: disable=g-import-not-at-top
-  from dccaflax.retrieval import l2_normalize as normalize  # pylint: disable=g-import-not-at-top
+  from dccaflax import retrieval  # pylint: disable=g-import-not-at-top
+  normalize = retrieval.l2_normalize
 
   @functools.partial(jax.jit, static_argnames=('module',))
   def sheet(module, variables, projection, x):

@@ -61,8 +61,9 @@ def model_fingerprint(model) -> str:
   SHA-256 over the model config's architecture fields (width, out_dim,
   dtype, and the level normalisation where there is one: the fingerprints of
   models without it stay as they were, and ``'mean'`` keeps the tag it had
-  when it was the only method) and every array of the towers' parameters, BatchNorm statistics and
-  the CCA projection (path, shape, dtype, bytes), in a fixed order.
+  when it was the only method) and every array of the towers' parameters,
+  BatchNorm statistics and the CCA projection (path, shape, dtype, bytes),
+  in a fixed order.
 
   Args:
     model: a ``dccaflax.Model`` (from ``dccaflax.load``).
