@@ -229,7 +229,7 @@ def format_identification(ident: Identification, top: int = 5,
 
 
 # --------------------------------------------------------------------------
-# Evaluation: renderings the model never heard
+# The command line's function
 # --------------------------------------------------------------------------
 
 def identify_file(workdir: str, index_path: str, audio_path: str, *,

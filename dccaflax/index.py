@@ -72,11 +72,10 @@ def model_fingerprint(model) -> str:
   h = hashlib.sha256()
   cfg = model.config
   arch = (float(cfg.width), int(cfg.out_dim), str(cfg.dtype))
-  method = level.check_method(cfg.level_norm)
-  if method == level.MEAN:
+  if cfg.level_norm == level.MEAN:
     arch += ('level_norm',)
-  elif method != level.NONE:
-    arch += (f'level_norm:{method}',)
+  elif cfg.level_norm != level.NONE:
+    arch += (f'level_norm:{cfg.level_norm}',)
   h.update(repr(arch).encode())
   tree = {'variables': model.variables,
           'projection': dict(model.projection._asdict())}

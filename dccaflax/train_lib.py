@@ -118,6 +118,13 @@ class TrainConfig:
   steps_per_dispatch: int = 1        # fused SGD steps per jitted call (K)
   max_consecutive_skips: int = 10    # non-finite steps in a row before stop
 
+  def __post_init__(self):
+    # One spelling of the audio input for everything that reads a config
+    # (the model, the index fingerprint, config.json); an unknown one fails
+    # here, naming it.
+    object.__setattr__(self, 'level_norm',
+                       level.check_method(self.level_norm))
+
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
@@ -126,7 +133,7 @@ class TrainConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     d = {k: v for k, v in d.items() if k in names}
     # Runs from before the field existed fed the paper's input.
-    d['level_norm'] = level.check_method(d.get('level_norm', level.NONE))
+    d.setdefault('level_norm', level.NONE)
     return cls(**d)
 
 

@@ -9,9 +9,9 @@ from its MIDI file with a soundfont NOT used for the training data (default:
 MuseScore General, Debian ``musescore-general-soundfont-small``) at each
 tempo factor, and identified against all indexed scores by sliding-window
 voting (``data_prep.identify_eval``, ``dccaflax.identify``).  Reports top-1 /
-top-5 accuracy (%) and MRR of the true piece per tempo; writes ``identify_eval.json`` (with every
-piece's rank) and ``identify_eval.md`` into --out_dir (default: the
-workdir).  Rendering runs in --workers processes while the main process
+top-5 accuracy (%) and MRR of the true piece per tempo; writes
+``identify_eval.json`` (with every piece's rank) and ``identify_eval.md``
+into --out_dir (default: the workdir).  Rendering runs in --workers processes while the main process
 embeds.
 """
 

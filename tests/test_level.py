@@ -92,6 +92,9 @@ def test_level_methods_are_checked():
   assert train_lib.TrainConfig.from_json({'width': 0.5}).level_norm == (
       level.NONE)
   assert train_lib.TrainConfig().level_norm == level.PEAK
+  assert train_lib.TrainConfig(level_norm=True).level_norm == level.MEAN
+  with pytest.raises(ValueError, match="unknown level normalisation 'loud'"):
+    train_lib.TrainConfig(level_norm='loud')
 
 
 def test_random_gains_stay_in_range_and_vary_slowly():
