@@ -36,6 +36,7 @@ well, so 0.9 is the faithful choice; it also settles within ~50 steps.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from dccaflax import level
+from dccaflax import snippets
 
 PAPER_WIDTHS = (16, 32, 64, 64)   # feature maps of the four conv blocks
 PAPER_OUT_DIM = 32                # h, the correlation-space dimensionality
@@ -239,3 +241,14 @@ def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
   return DCCAModel(widths=scaled_widths(width), out_dim=out_dim, dtype=dtype,
                    bn_momentum=bn_momentum, axis_name=axis_name,
                    level_norm=level.check_method(level_norm))
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def init_variables(rng: jax.Array, model: DCCAModel) -> dict:
+  """Fresh ``{'params', 'batch_stats'}`` of ``model`` (compiled once per
+  model); also the structure a checkpoint is restored into."""
+  sheets = jnp.zeros((2, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
+                     jnp.uint8)
+  specs = jnp.zeros((2, snippets.SPEC_BINS, snippets.SPEC_FRAMES),
+                    jnp.float32)
+  return model.init(rng, sheets, specs, train=False)

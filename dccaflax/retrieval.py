@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dccaflax import batching
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 _NORM_EPS = 1e-12
 
@@ -57,14 +59,6 @@ def l2_normalize(x: jax.Array) -> jax.Array:
   x = x.astype(jnp.float32)
   norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
   return x / jnp.maximum(norm, _NORM_EPS)
-
-
-def _pad_rows(x: np.ndarray, n: int) -> np.ndarray:
-  """``x`` with zero rows appended up to ``n`` rows."""
-  if x.shape[0] == n:
-    return x
-  pad = np.zeros((n - x.shape[0],) + x.shape[1:], x.dtype)
-  return np.concatenate([x, pad], axis=0)
 
 
 @jax.jit
@@ -114,8 +108,8 @@ def partner_ranks(query_emb, candidate_emb, chunk_size: int = 1024
   ranks = np.empty((n_q,), np.int64)
   for start in range(0, n_q, bs):
     stop = min(start + bs, n_q)
-    q_chunk = _pad_rows(qn[start:stop], bs)
-    partner = _pad_rows(np.arange(start, stop, dtype=np.int32), bs)
+    q_chunk = batching.pad_rows(qn[start:stop], bs)
+    partner = batching.pad_rows(np.arange(start, stop, dtype=np.int32), bs)
     ahead = np.asarray(_count_ahead(q_chunk, cn, partner))
     ranks[start:stop] = 1 + ahead[:stop - start]
   return ranks
@@ -258,14 +252,14 @@ def top_k(query_emb, candidate_emb, k: int = 10, chunk_size: int = 8192,
   cn = np.asarray(l2_normalize(c))
   cs = min(chunk_size, n_c)
   qs = min(query_chunk_size, n_q)
-  c_chunks = [(start, _pad_rows(cn[start:start + cs], cs))
+  c_chunks = [(start, batching.pad_rows(cn[start:start + cs], cs))
               for start in range(0, n_c, cs)]
   c_chunks = [(start, jnp.asarray(chunk)) for start, chunk in c_chunks]
   scores = np.empty((n_q, k), np.float32)
   indices = np.empty((n_q, k), np.int32)
   for q_start in range(0, n_q, qs):
     q_stop = min(q_start + qs, n_q)
-    q_block = jnp.asarray(_pad_rows(qn[q_start:q_stop], qs))
+    q_block = jnp.asarray(batching.pad_rows(qn[q_start:q_stop], qs))
     best_s = jnp.full((qs, k), -jnp.inf, jnp.float32)
     best_i = jnp.full((qs, k), -1, jnp.int32)
     for start, chunk in c_chunks:

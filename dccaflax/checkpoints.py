@@ -1,0 +1,248 @@
+"""The training workdir on disk: config, checkpoints, history.
+
+Everything needed to rebuild a model lives in its workdir::
+
+  config.json          ``config.TrainConfig`` (width, out_dim, dtype, ...)
+  checkpoints/<epoch>/ last checkpoint (resume): items 'state' (the
+                       ``training.TrainState``), 'model' (the inference
+                       tree: params, batch_stats, projection), 'meta' (JSON)
+  best/<epoch>/        the same for the best validation R@10 so far
+  history.jsonl        one JSON line of metrics per evaluated epoch
+  tb/                  TensorBoard events (tensorboardX; no TensorFlow)
+  training_curve.png   loss and validation R@10 vs epoch
+
+Reading a model for inference (``restore_model``) needs the config and the
+'model' item only, not the trainer: the restore target is built from the
+config (``inference_target``).  Checkpoints are written with orbax, one kept
+per folder, synchronously.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from dccaflax import cca
+from dccaflax import config as config_lib
+from dccaflax import models
+
+CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'history.jsonl'
+CURVE_FILE = 'training_curve.png'
+TB_DIR = 'tb'
+LAST_DIR = 'checkpoints'
+BEST_DIR = 'best'
+
+
+# --------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------
+
+
+def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
+  """Writes ``config.json``; warns when resuming with different settings."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = config.to_json()
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if changed:
+      logging.warning('resuming %s with changed settings (old, new): %s',
+                      workdir, changed)
+  with open(path, 'w') as f:
+    json.dump(new, f, indent=2, sort_keys=True)
+
+
+def read_config(workdir: str) -> config_lib.TrainConfig:
+  """The ``TrainConfig`` of a workdir.
+
+  Raises:
+    FileNotFoundError: no ``config.json`` (not a training workdir).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: not a training workdir')
+  with open(path) as f:
+    return config_lib.TrainConfig.from_json(json.load(f))
+
+
+# --------------------------------------------------------------------------
+# History
+# --------------------------------------------------------------------------
+
+
+def read_history(workdir: str, up_to_epoch: int) -> list[dict]:
+  """History lines of epochs <= ``up_to_epoch`` (later ones, from a killed
+  run, are dropped and the file rewritten)."""
+  path = os.path.join(workdir, HISTORY_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [r for r in rows if r['epoch'] <= up_to_epoch]
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  return rows
+
+
+def append_history(workdir: str, row: dict) -> None:
+  """Appends one epoch's metrics to ``history.jsonl``."""
+  with open(os.path.join(workdir, HISTORY_FILE), 'a') as f:
+    f.write(json.dumps(row) + '\n')
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet():
+  """Silences orbax's INFO chatter (dozens of lines per save) for a block."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.WARNING)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def _manager(directory: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                           enable_async_checkpointing=False))
+
+
+def inference_tree(variables: dict, projection: cca.Projection) -> dict:
+  """What inference restores: the towers' variables and the projection."""
+  return {'params': variables['params'],
+          'batch_stats': variables['batch_stats'],
+          'projection': dict(projection._asdict())}
+
+
+def inference_target(config: config_lib.TrainConfig) -> dict:
+  """An ``inference_tree`` of the structure ``config``'s model has (fresh
+  variables, a zero projection): the restore target of the 'model' item."""
+  variables = models.init_variables(jax.random.key(0),
+                                    config_lib.model_from_config(config))
+  k = config.out_dim
+  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+  projection = cca.Projection(mean_x=zeros(k), mean_y=zeros(k),
+                              U=zeros(k, k), V=zeros(k, k), corr=zeros(k))
+  return inference_tree(variables, projection)
+
+
+def save_checkpoint(directory: str, epoch: int, state: Any,
+                    projection: cca.Projection, meta: dict) -> None:
+  """Saves (state, inference tree, meta JSON) as checkpoint ``epoch``.
+
+  Args:
+    directory: ``workdir/checkpoints`` or ``workdir/best``.
+    epoch: the checkpoint's number (a re-run of an epoch replaces it).
+    state: the ``training.TrainState`` (its ``variables`` go into the
+      inference tree).
+    projection: the CCA projection fitted at this epoch.
+    meta: JSON-able dict (epoch, step, best metric, the epoch's metrics).
+  """
+  with _quiet():
+    mngr = _manager(directory)
+    if epoch in mngr.all_steps():   # a re-run of an epoch after a kill
+      mngr.delete(epoch)
+    mngr.save(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        model=ocp.args.StandardSave(inference_tree(state.variables,
+                                                   projection)),
+        meta=ocp.args.JsonSave(meta)), force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def latest_epoch(directory: str) -> Optional[int]:
+  """Epoch of the newest checkpoint in ``directory``, or None."""
+  if not os.path.isdir(directory):
+    return None
+  with _quiet():
+    mngr = _manager(directory)
+    step = mngr.latest_step()
+    mngr.close()
+  return step
+
+
+def restore_checkpoint(directory: str, target_state: Optional[Any],
+                       target_model: Optional[dict],
+                       epoch: Optional[int] = None) -> dict:
+  """Restores the items whose targets are given (and always 'meta').
+
+  Args:
+    directory: ``workdir/checkpoints`` or ``workdir/best``.
+    target_state: a ``TrainState`` of the right structure (e.g. fresh), or
+      None to skip the training state.
+    target_model: an ``inference_tree`` of the right structure
+      (``inference_target``), or None.
+    epoch: which checkpoint (default: the newest).
+
+  Returns:
+    dict with 'meta' and, if requested, 'state' and 'model'.
+
+  Raises:
+    FileNotFoundError: no such folder, or no checkpoint in it.
+  """
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint folder {directory}')
+  with _quiet():
+    mngr = _manager(directory)
+    epoch = mngr.latest_step() if epoch is None else epoch
+    if epoch is None:
+      raise FileNotFoundError(f'no checkpoint in {directory}')
+    items = {'meta': ocp.args.JsonRestore()}
+    if target_state is not None:
+      items['state'] = ocp.args.StandardRestore(target_state)
+    if target_model is not None:
+      items['model'] = ocp.args.StandardRestore(target_model)
+    restored = mngr.restore(epoch, args=ocp.args.Composite(**items))
+    mngr.close()
+  # Through the host: orbax returns committed arrays, whose sharding would
+  # make every jitted function compile again for them.
+  return {k: restored[k] if k == 'meta' else jax.tree.map(
+      jnp.asarray, jax.device_get(restored[k])) for k in items}
+
+
+def restore_model(workdir: str, which: str = 'best'
+                  ) -> tuple[config_lib.TrainConfig, dict, cca.Projection,
+                             int]:
+  """The inference part of a workdir's checkpoint.
+
+  Args:
+    workdir: a training workdir.
+    which: 'best' (best validation R@10; falls back to the last checkpoint
+      when there is no best one) or 'last'.
+
+  Returns:
+    ``(config, variables, projection, epoch)``: variables
+    {'params', 'batch_stats'} of the towers.
+
+  Raises:
+    FileNotFoundError: no ``config.json`` or no checkpoint.
+    ValueError: unknown ``which``.
+  """
+  if which not in ('best', 'last'):
+    raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+  config = read_config(workdir)
+  directory = os.path.join(workdir, BEST_DIR)
+  if which == 'last' or latest_epoch(directory) is None:
+    directory = os.path.join(workdir, LAST_DIR)
+  restored = restore_checkpoint(directory, None, inference_target(config))
+  tree = restored['model']
+  variables = {'params': tree['params'], 'batch_stats': tree['batch_stats']}
+  projection = cca.Projection(**{k: jnp.asarray(v)
+                                 for k, v in tree['projection'].items()})
+  return config, variables, projection, int(restored['meta']['epoch'])
