@@ -18,82 +18,30 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from data_prep import melody
+from data_prep import pipeline
 from data_prep import synth
-from dccaflax import audio
 from dccaflax import identify
-from dccaflax import snippets
 
 EVAL_TEMPOS = (0.8, 1.0, 1.25)
-GAP_S = 2.0            # silence between pieces rendered in one batch
-TAIL_S = 1.0           # audio kept after a piece's last note end
 MAX_BATCH = 64         # renderings per FluidSynth call
-
-
-def render_batch(task) -> list[tuple[str, float, np.ndarray]]:
-  """Worker: renders (piece, tempo) items in ONE FluidSynth call.
-
-  Loading a compressed (.sf3) soundfont takes seconds, so the items are
-  played one after another (``GAP_S`` of silence between), each with its
-  note times divided by its tempo factor, and cut apart; each piece keeps
-  ``TAIL_S`` after its last note end (the release).
-
-  Args:
-    task: ``(items, soundfont)``, items ``[(midi_path, tempo), ...]``.
-
-  Returns:
-    ``[(piece, tempo, spec (136, T) float32), ...]`` in item order.
-  """
-  items, soundfont = task
-  notes, spans, offset = [], [], 0.0
-  for path, tempo in items:
-    mel = melody.read_melody(path)
-    end = max(n.end_s for n in mel.notes) / tempo
-    notes += synth.at_tempo(mel.notes, tempo, offset)
-    spans.append((mel.name, tempo, offset, offset + end))
-    offset += end + GAP_S
-  wave = synth.synthesize(notes, synth.SynthParams(soundfont=soundfont),
-                          name=f'{len(items)} renderings', timeout_s=1200)
-  sr = snippets.SAMPLE_RATE
-  out = []
-  for name, tempo, a, b in spans:
-    lo = int(round(a * sr))
-    hi = min(len(wave), int(round((b + TAIL_S) * sr)))
-    out.append((name, tempo, audio.spectrogram(wave[lo:hi])))
-  return out
-
-
-# Soundfonts for evaluation: none of them is used to prepare training data.
-EVAL_SOUNDFONTS = {
-    'musescore': ('/usr/share/sounds/sf3/MuseScore_General.sf3',
-                  '/usr/share/sounds/sf3/MuseScore_General_Lite.sf3',
-                  '/usr/share/sounds/sf2/MuseScore_General.sf2'),
-    'fluidr3mono': ('/usr/share/sounds/sf3/FluidR3Mono_GM.sf3',
-                    '/usr/share/sounds/sf2/FluidR3Mono_GM.sf2'),
-}
-_APT = {'musescore': 'musescore-general-soundfont-small',
-        'fluidr3mono': 'fluidr3mono-gm-soundfont'}
+# The worker lives in synth, which needs no JAX: the spawned processes
+# import only what rendering needs.
+render_batch = synth.render_batch
+TAIL_S = synth.TAIL_S
 
 
 def eval_soundfont(name: str) -> str:
   """Path of an evaluation soundfont given by key or path.
 
+  Args:
+    name: a key of ``synth.EVAL_SOUNDFONTS`` ('musescore', 'fluidr3mono',
+      'timgm6mb') or a path to an .sf2/.sf3 file.
+
   Raises:
-    FileNotFoundError: not installed, with the Debian package to install.
+    FileNotFoundError: (``synth.SoundfontNotFound``) not installed, with
+      how to install it.
   """
-  if name == 'timgm6mb':     # the small soundfont inside pretty_midi
-    return synth.soundfont_path(name)
-  if name in EVAL_SOUNDFONTS:
-    for path in EVAL_SOUNDFONTS[name]:
-      if os.path.isfile(path):
-        return path
-    raise FileNotFoundError(
-        f'soundfont {name!r} not installed (looked for '
-        f'{", ".join(EVAL_SOUNDFONTS[name])}); Debian: apt-get install '
-        f'{_APT[name]}')
-  if not os.path.isfile(name):
-    raise FileNotFoundError(f'soundfont {name!r}: no such file (or use one '
-                            f'of {", ".join(EVAL_SOUNDFONTS)})')
-  return name
+  return synth.soundfont_path(name, synth.EVAL_SOUNDFONTS)
 
 
 def midi_files(midi_dir: str, split: str, pieces: Sequence[str],
@@ -105,12 +53,24 @@ def midi_files(midi_dir: str, split: str, pieces: Sequence[str],
   Raises:
     FileNotFoundError: a piece with no file, naming it.
   """
+  by_name = {}
+
+  def files_of(s: str) -> dict[str, str]:
+    """Piece name -> MIDI file of split ``s`` (none if it has no folder)."""
+    if s not in by_name:
+      try:
+        files = pipeline.list_midi(midi_dir, (s,))[s]
+      except pipeline.PrepareError:
+        files = []
+      by_name[s] = {melody.piece_name(f): f for f in files}
+    return by_name[s]
+
   out = []
   others = [s for s in ('test', 'valid', 'train') if s != split]
   for p in pieces:
     for i, s in enumerate([split] + others):
-      path = os.path.join(midi_dir, s, p + '.mid')
-      if os.path.exists(path):
+      path = files_of(s).get(p)
+      if path is not None:
         if i:
           log(f'warning: piece {p!r} of the {split} index has no file in '
               f'{split}/; using {path}')
@@ -170,7 +130,7 @@ def evaluate(model, index, midi_dir: str, soundfont: str,
   ctx = multiprocessing.get_context('spawn')
   with ctx.Pool(min(workers, len(tasks))) as pool:
     idents = identify.identify_specs(
-        model, index, specs(pool.imap(render_batch, tasks)), k, hop,
+        model, index, specs(pool.imap(synth.render_batch, tasks)), k, hop,
         progress)
   rows = []
   for (name, tempo), ident in zip(keys, idents):

@@ -283,6 +283,12 @@ def _melody_track(mf: mido.MidiFile) -> int:
   return 0
 
 
+def piece_name(path) -> str:
+  """The name of the piece in a MIDI file: the file name without extension,
+  e.g. 'ashover_simple_chords_11'."""
+  return os.path.splitext(os.path.basename(os.fspath(path)))[0]
+
+
 def read_melody(path) -> Melody:
   """Read a MIDI file's melody.
 
@@ -301,5 +307,4 @@ def read_melody(path) -> Melody:
     mel = melody_from_midi_bytes(data, str(path))
   except MidiError:
     raise
-  stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-  return dataclasses.replace(mel, name=stem)
+  return dataclasses.replace(mel, name=piece_name(path))

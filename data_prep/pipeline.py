@@ -71,7 +71,7 @@ class Item:
 
   @property
   def name(self) -> str:
-    return os.path.splitext(os.path.basename(self.file))[0]
+    return melody_lib.piece_name(self.file)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,8 +287,7 @@ def _spectrogram_cached(mel, params, cache_dir):
   if os.path.exists(path):
     with np.load(path) as z:
       return key, z['spec']
-  wave = synth_lib.synthesize(mel.notes, params, name=mel.name)
-  spec = audio.spectrogram(wave)
+  spec, = synth_lib.render_spectrograms(mel.notes, params, name=mel.name)
   _save(path, spec=spec)
   return key, spec
 

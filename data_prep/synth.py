@@ -8,7 +8,13 @@ stereo output is mixed to mono.
 
 Soundfonts: FluidR3_GM (Debian ``fluid-soundfont-gm``) is the default; the
 small TimGM6mb.sf2 shipped inside ``pretty_midi`` is a second timbre for
-augmentation (``soundfont_path('timgm6mb')``).
+augmentation (``soundfont_path('timgm6mb')``).  ``EVAL_SOUNDFONTS`` are
+timbres no training data is prepared with, for evaluation.
+
+``render_spectrograms`` takes notes through FluidSynth to log spectrograms
+(of the whole rendering, or of parts of it); ``render_batch`` is the worker
+that renders many (MIDI file, tempo) items in one FluidSynth call.  This
+module needs no JAX, so worker processes stay light.
 """
 
 from __future__ import annotations
@@ -18,19 +24,43 @@ import os
 import shutil
 import subprocess
 import tempfile
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from data_prep import melody
+from dccaflax import audio
 from dccaflax import snippets
 
-SOUNDFONTS = {
-    'fluidr3': ('/usr/share/sounds/sf2/FluidR3_GM.sf2',),
-    'timgm6mb': (),  # inside pretty_midi, resolved at run time
+# Soundfonts by key: (candidate paths, the first that exists is used; how to
+# install them).  No candidates: the TimGM6mb.sf2 inside pretty_midi.
+_TIMGM6MB = ((), 'pip install pretty_midi')
+SOUNDFONTS = {  # for training data
+    'fluidr3': (('/usr/share/sounds/sf2/FluidR3_GM.sf2',),
+                'Debian: apt-get install fluid-soundfont-gm'),
+    'timgm6mb': _TIMGM6MB,
 }
+EVAL_SOUNDFONTS = {  # for evaluation: none is used to prepare training data
+    'musescore': (('/usr/share/sounds/sf3/MuseScore_General.sf3',
+                   '/usr/share/sounds/sf3/MuseScore_General_Lite.sf3',
+                   '/usr/share/sounds/sf2/MuseScore_General.sf2'),
+                  'Debian: apt-get install musescore-general-soundfont-small'),
+    'fluidr3mono': (('/usr/share/sounds/sf3/FluidR3Mono_GM.sf3',
+                     '/usr/share/sounds/sf2/FluidR3Mono_GM.sf2'),
+                    'Debian: apt-get install fluidr3mono-gm-soundfont'),
+    'timgm6mb': _TIMGM6MB,
+}
+GAP_S = 2.0            # render_batch: silence between the items
+TAIL_S = 1.0           # render_batch: audio kept after an item's last note
 
 
 class SynthError(RuntimeError):
   """FluidSynth is missing or failed; the message says which piece and why."""
+
+
+class SoundfontNotFound(SynthError, FileNotFoundError):
+  """A soundfont that is not there; the message says where it was looked for
+  and how to install it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,19 +87,36 @@ class SynthParams:
     return f'{sf}_t{self.tempo:.2f}'
 
 
-def soundfont_path(name: str) -> str:
-  """Path of a soundfont given by key or path; SynthError if not there."""
-  if name == 'timgm6mb':
+def soundfont_path(name: str,
+                   known: Mapping[str, tuple[Sequence[str], str]] = SOUNDFONTS
+                   ) -> str:
+  """Path of a soundfont given by a key of ``known`` or by a path.
+
+  Args:
+    name: a key of ``known`` (``SOUNDFONTS`` or ``EVAL_SOUNDFONTS``) or a
+      path to an .sf2/.sf3 file.
+    known: key -> (candidate paths, install hint); the first candidate that
+      exists is used; none: the TimGM6mb.sf2 inside pretty_midi.
+
+  Raises:
+    SoundfontNotFound: (a ``SynthError`` and a ``FileNotFoundError``) no
+      such file, naming where it was looked for and how to install it.
+  """
+  if name not in known:
+    if not os.path.isfile(name):
+      raise SoundfontNotFound(f'soundfont {name!r} not found at {name} (no '
+                              f'such file, nor one of {", ".join(known)})')
+    return name
+  paths, install = known[name]
+  if not paths:
     import pretty_midi  # pylint: disable=g-import-not-at-top
-    path = os.path.join(os.path.dirname(pretty_midi.__file__), 'TimGM6mb.sf2')
-  elif name in SOUNDFONTS:
-    path = SOUNDFONTS[name][0]
-  else:
-    path = name
-  if not os.path.isfile(path):
-    raise SynthError(f'soundfont {name!r} not found at {path} '
-                     '(Debian: apt-get install fluid-soundfont-gm)')
-  return path
+    paths = (os.path.join(os.path.dirname(pretty_midi.__file__),
+                          'TimGM6mb.sf2'),)
+  for path in paths:
+    if os.path.isfile(path):
+      return path
+  raise SoundfontNotFound(f'soundfont {name!r} not found at '
+                          f'{", ".join(paths)} ({install})')
 
 
 def fluidsynth_binary() -> str:
@@ -164,3 +211,63 @@ def synthesize(notes, params: SynthParams = SynthParams(), *,
   if len(audio) < want:
     audio = np.pad(audio, (0, want - len(audio)))
   return audio.astype(np.float32, copy=False)
+
+
+WHOLE = ((0.0, float('inf')),)  # render_spectrograms: the whole rendering
+
+
+def render_spectrograms(notes, params: SynthParams = SynthParams(),
+                        spans: Sequence[tuple[float, float]] = WHOLE, *,
+                        name: str = 'melody', timeout_s: float = 120.0
+                        ) -> list[np.ndarray]:
+  """Renders notes with FluidSynth (``synthesize``) and takes spectrograms.
+
+  Args:
+    notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds at
+      tempo factor 1).
+    params: soundfont, tempo factor, program, velocity, gain.
+    spans: ``[(start_s, end_s), ...]`` parts of the rendering (seconds in
+      it, the end clipped to its length); default: the whole.
+    name: piece name for error messages.
+    timeout_s: FluidSynth time limit.
+
+  Returns:
+    One ``(136, T_i)`` float32 log spectrogram (``audio.spectrogram``) per
+    span, in span order.
+  """
+  wave = synthesize(notes, params, name=name, timeout_s=timeout_s)
+  sr = snippets.SAMPLE_RATE
+  out = []
+  for start_s, end_s in spans:
+    hi = len(wave) if end_s * sr >= len(wave) else int(round(end_s * sr))
+    out.append(audio.spectrogram(wave[int(round(start_s * sr)):hi]))
+  return out
+
+
+def render_batch(task) -> list[tuple[str, float, np.ndarray]]:
+  """Worker: renders (MIDI file, tempo) items in ONE FluidSynth call.
+
+  Loading a compressed (.sf3) soundfont takes seconds, so the items are
+  played one after another (``GAP_S`` of silence between), each with its
+  note times divided by its tempo factor, and cut apart; each piece keeps
+  ``TAIL_S`` after its last note end (the release).
+
+  Args:
+    task: ``(items, soundfont)``, items ``[(midi_path, tempo), ...]``,
+      soundfont a key of ``SOUNDFONTS`` or a path.
+
+  Returns:
+    ``[(piece, tempo, spec (136, T) float32), ...]`` in item order.
+  """
+  items, soundfont = task
+  notes, keys, spans, offset = [], [], [], 0.0
+  for path, tempo in items:
+    mel = melody.read_melody(path)
+    length = max(n.end_s for n in mel.notes) / tempo
+    notes += at_tempo(mel.notes, tempo, offset)
+    keys.append((mel.name, tempo))
+    spans.append((offset, offset + length + TAIL_S))
+    offset += length + GAP_S
+  specs = render_spectrograms(notes, SynthParams(soundfont=soundfont), spans,
+                              name=f'{len(items)} renderings', timeout_s=1200)
+  return [(name, tempo, spec) for (name, tempo), spec in zip(keys, specs)]
