@@ -148,62 +148,28 @@ def with_synthetic_renderings(piece, factors=(0.8, 1.25)):
 
 
 def write_synthetic_tfds(data_dir, splits: dict) -> None:
-  """Writes ``{split: [piece]}`` as both TFDS configs of the builder's layout
-  (same features, names and version) through a stand-in builder."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from dccaflax import snippets  # pylint: disable=g-import-not-at-top
-  z = dict(encoding=tfds.features.Encoding.ZLIB)
-  tensor, scalar = tfds.features.Tensor, tfds.features.Scalar
+  """Writes ``{split: [piece]}`` as both TFDS configs of the builder (same
+  features, names and version; the pieces in name order, without extra
+  renderings unless they have them); the ``pairs`` excerpts are cut from each
+  piece's float 'spec'."""
+  from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
+  builder = nottingham_audio_sheet.NottinghamAudioSheet
 
-  class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder,
-                             skip_registration=True):
-    name = 'nottingham_audio_sheet'
-    VERSION = tfds.core.Version('1.0.0')
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name='pairs'),
-                       tfds.core.BuilderConfig(name='pieces')]
-
-    def _info(self):
-      if self.builder_config.name == 'pairs':
-        f = {'sheet': tensor(shape=(40, 100), dtype=np.uint8, **z),
-             'spec': tensor(shape=(136, 100), dtype=np.float32, **z),
-             'piece': tfds.features.Text(),
-             'onset_frame': scalar(dtype=np.int32),
-             'notehead_x': scalar(dtype=np.float32),
-             'bar': scalar(dtype=np.int32)}
-      else:
-        f = {'piece': tfds.features.Text(),
-             'strip': tensor(shape=(48, None), dtype=np.uint8, **z),
-             'spec_codes': tensor(shape=(136, None), dtype=np.uint8, **z),
-             'spec_scale': scalar(dtype=np.float32),
-             'onset_frames': tensor(shape=(None,), dtype=np.int32, **z),
-             'notehead_x': tensor(shape=(None,), dtype=np.float32, **z),
-             'onset_bars': tensor(shape=(None,), dtype=np.int32, **z)}
-      return tfds.core.DatasetInfo(builder=self,
-                                   features=tfds.features.FeaturesDict(f),
-                                   disable_shuffling=True)
+  class SyntheticNottinghamAudioSheet(builder, skip_registration=True):
+    """The builder fed with synthetic pieces instead of prepared ones."""
+    name = builder.name
+    pkg_dir_path = pathlib.Path(nottingham_audio_sheet.__file__).parent
 
     def _split_generators(self, dl_manager):
-      return {s: self._generate_examples(p) for s, p in splits.items()}
+      return {s: self._generate_examples(s) for s in splits}
 
-    def _generate_examples(self, pieces):
-      for p in sorted(pieces, key=lambda p: p['piece']):
-        if self.builder_config.name == 'pieces':
-          yield p['piece'], {k: p[k] for k in (
-              'piece', 'strip', 'spec_codes', 'spec_scale', 'onset_frames',
-              'notehead_x', 'onset_bars')}
-          continue
-        for f, x, b in zip(p['onset_frames'], p['notehead_x'],
-                           p['onset_bars']):
-          yield f'{p["piece"]}/{f:06d}', {
-              'sheet': snippets.sheet_snippet(p['strip'], x),
-              'spec': snippets.spec_excerpt(p['spec'], f),
-              'piece': p['piece'], 'onset_frame': f, 'notehead_x': x,
-              'bar': b}
+    def _pieces(self, split):
+      return sorted(splits[split], key=lambda p: p['piece'])
 
   for config in ('pairs', 'pieces'):
-    NottinghamAudioSheet(config=config, data_dir=str(data_dir),
-                         file_format='array_record').download_and_prepare()
+    SyntheticNottinghamAudioSheet(
+        config=config, data_dir=str(data_dir),
+        file_format='array_record').download_and_prepare()
 
 
 @pytest.fixture(scope='session')

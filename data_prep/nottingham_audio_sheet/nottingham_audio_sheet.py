@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -56,26 +56,121 @@ _Z = dict(encoding=tfds.features.Encoding.ZLIB)
 MEM_BUFFER_BYTES = 8 << 30  # see _download_and_prepare
 
 
-def extra_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
+def features(config: str) -> dict[str, tfds.features.FeatureConnector]:
+  """The features of a config, 'pairs' or 'pieces' (see the module doc)."""
+  if config == 'pairs':
+    return {
+        'sheet': tfds.features.Tensor(
+            shape=(snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
+            dtype=np.uint8, **_Z),
+        'spec': tfds.features.Tensor(
+            shape=(snippets.SPEC_BINS, snippets.SPEC_FRAMES),
+            dtype=np.float32, **_Z),
+        'piece': tfds.features.Text(),
+        'onset_frame': tfds.features.Scalar(dtype=np.int32),
+        'notehead_x': tfds.features.Scalar(dtype=np.float32),
+        'bar': tfds.features.Scalar(dtype=np.int32),
+    }
+  return {
+      'piece': tfds.features.Text(),
+      'strip': tfds.features.Tensor(
+          shape=(snippets.STRIP_HEIGHT, None), dtype=np.uint8, **_Z),
+      'spec_codes': tfds.features.Tensor(
+          shape=(snippets.SPEC_BINS, None), dtype=np.uint8, **_Z),
+      'spec_scale': tfds.features.Scalar(dtype=np.float32),
+      'onset_frames': tfds.features.Tensor(shape=(None,), dtype=np.int32,
+                                           **_Z),
+      'notehead_x': tfds.features.Tensor(shape=(None,), dtype=np.float32,
+                                         **_Z),
+      'onset_bars': tfds.features.Tensor(shape=(None,), dtype=np.int32,
+                                         **_Z),
+      'renderings': tfds.features.Text(),
+      'extra_codes': tfds.features.Tensor(
+          shape=(snippets.SPEC_BINS, None), dtype=np.uint8, **_Z),
+      'extra_frames': tfds.features.Tensor(shape=(None,), dtype=np.int32,
+                                           **_Z),
+      'extra_scales': tfds.features.Tensor(shape=(None,),
+                                           dtype=np.float32, **_Z),
+      'extra_onsets': tfds.features.Tensor(shape=(None, None),
+                                           dtype=np.int32, **_Z),
+  }
+
+
+def extra_features(tags: Sequence[str], extra_specs: Sequence[np.ndarray],
+                   extra_onsets, n_pairs: int) -> dict[str, np.ndarray | str]:
   """The ``pieces`` features of a piece's renderings (see the module doc).
+
+  Args:
+    tags: ``SynthParams.tag`` of all renderings, the primary first (none:
+      no tag is stored).
+    extra_specs: the ``E`` extra spectrograms ``(136, T_e)`` float32.
+    extra_onsets: ``(E, P)`` onset frames of the pairs in each of them.
+    n_pairs: ``P``.
 
   Returns:
     'renderings' (all tags, comma-separated), 'extra_codes' ``(136, sum T_e)``
     uint8, 'extra_frames' ``(E,)`` int32, 'extra_scales' ``(E,)`` float32,
     'extra_onsets' ``(E, P)`` int32.
   """
-  quantized = [audio.quantize(s) for s in piece.extra_specs]
+  quantized = [audio.quantize(s) for s in extra_specs]
   codes = (np.concatenate([c for c, _ in quantized], axis=1) if quantized
            else np.zeros((snippets.SPEC_BINS, 0), np.uint8))
   return {
-      'renderings': ','.join(piece.renderings),
+      'renderings': ','.join(tags),
       'extra_codes': codes,
-      'extra_frames': np.array([s.shape[1] for s in piece.extra_specs],
-                               np.int32),
+      'extra_frames': np.array([s.shape[1] for s in extra_specs], np.int32),
       'extra_scales': np.array([sc for _, sc in quantized], np.float32),
-      'extra_onsets': np.asarray(piece.extra_onsets, np.int32).reshape(
-          len(piece.extra_specs), len(piece.onset_frames)),
+      'extra_onsets': np.asarray(extra_onsets, np.int32).reshape(
+          len(extra_specs), n_pairs),
   }
+
+
+def piece_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
+  """A prepared piece as ``piece_examples`` takes it.
+
+  Returns:
+    The ``pieces`` features (the spectrogram as 6-bit codes) and 'spec'
+    ``(136, T)`` float32: the codes' values, so both configs give identical
+    windows (and the ``pairs`` excerpts are 6x smaller on disk than the raw
+    float32).
+  """
+  codes, scale = audio.quantize(piece.spec)
+  return {'piece': piece.name, 'strip': piece.strip,
+          'spec': audio.dequantize(codes, scale), 'spec_codes': codes,
+          'spec_scale': np.float32(scale),
+          'onset_frames': piece.onset_frames,
+          'notehead_x': piece.notehead_x, 'onset_bars': piece.onset_bars,
+          **extra_features(piece.renderings, piece.extra_specs,
+                           piece.extra_onsets, len(piece.onset_frames))}
+
+
+def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
+  """The examples of one piece in a config, with their keys.
+
+  Args:
+    config: 'pairs' or 'pieces'.
+    piece: the ``pieces`` features (without 'renderings' and the 'extra_*'
+      ones: no extra renderings) and 'spec' ``(136, T)`` float32, the
+      spectrogram the ``pairs`` excerpts are cut from.
+
+  Yields:
+    ``pieces``: one ``(name, features)``; ``pairs``: per onset, in onset
+    order, ``('name/000123', features)`` (the onset frame in 6 digits).
+  """
+  name = piece['piece']
+  if config == 'pieces':
+    if 'renderings' not in piece:
+      piece = {**piece, **extra_features((), (), (),
+                                         len(piece['onset_frames']))}
+    yield name, {k: piece[k] for k in features(config)}
+    return
+  for frame, x, bar in zip(piece['onset_frames'], piece['notehead_x'],
+                           piece['onset_bars']):
+    yield f'{name}/{frame:06d}', {
+        'sheet': snippets.sheet_snippet(piece['strip'], x),
+        'spec': snippets.spec_excerpt(piece['spec'], frame),
+        'piece': name, 'onset_frame': np.int32(frame),
+        'notehead_x': np.float32(x), 'bar': np.int32(bar)}
 
 
 class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
@@ -142,45 +237,9 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
     return os.path.join(self._root, 'prep_report.json')
 
   def _info(self) -> tfds.core.DatasetInfo:
-    if self.builder_config.name == 'pairs':
-      features = {
-          'sheet': tfds.features.Tensor(
-              shape=(snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
-              dtype=np.uint8, **_Z),
-          'spec': tfds.features.Tensor(
-              shape=(snippets.SPEC_BINS, snippets.SPEC_FRAMES),
-              dtype=np.float32, **_Z),
-          'piece': tfds.features.Text(),
-          'onset_frame': tfds.features.Scalar(dtype=np.int32),
-          'notehead_x': tfds.features.Scalar(dtype=np.float32),
-          'bar': tfds.features.Scalar(dtype=np.int32),
-      }
-    else:
-      features = {
-          'piece': tfds.features.Text(),
-          'strip': tfds.features.Tensor(
-              shape=(snippets.STRIP_HEIGHT, None), dtype=np.uint8, **_Z),
-          'spec_codes': tfds.features.Tensor(
-              shape=(snippets.SPEC_BINS, None), dtype=np.uint8, **_Z),
-          'spec_scale': tfds.features.Scalar(dtype=np.float32),
-          'onset_frames': tfds.features.Tensor(shape=(None,), dtype=np.int32,
-                                               **_Z),
-          'notehead_x': tfds.features.Tensor(shape=(None,), dtype=np.float32,
-                                             **_Z),
-          'onset_bars': tfds.features.Tensor(shape=(None,), dtype=np.int32,
-                                             **_Z),
-          'renderings': tfds.features.Text(),
-          'extra_codes': tfds.features.Tensor(
-              shape=(snippets.SPEC_BINS, None), dtype=np.uint8, **_Z),
-          'extra_frames': tfds.features.Tensor(shape=(None,), dtype=np.int32,
-                                               **_Z),
-          'extra_scales': tfds.features.Tensor(shape=(None,),
-                                               dtype=np.float32, **_Z),
-          'extra_onsets': tfds.features.Tensor(shape=(None, None),
-                                               dtype=np.int32, **_Z),
-      }
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(features),
+        features=tfds.features.FeaturesDict(
+            features(self.builder_config.name)),
         disable_shuffling=True,
         homepage='https://github.com/dccaflax/dccaflax',
         citation=(
@@ -245,27 +304,12 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
           f'{self._report_extra["midi_dir"]} (see {self.report_path}): '
           + '; '.join(f'{it.name}: {it.reason}' for it in self.items[:5]))
 
-  def _generate_examples(self, split):
+  def _pieces(self, split: str) -> Iterator[dict]:
+    """The prepared pieces of a split, in file order (``piece_features``)."""
     while (it := self._next_item(split)) is not None:
-      if it.status != 'ok':
-        continue
-      piece = pipeline.load_piece(it.piece_path)
-      codes, scale = audio.quantize(piece.spec)
-      if self.builder_config.name == 'pieces':
-        yield piece.name, {
-            'piece': piece.name, 'strip': piece.strip, 'spec_codes': codes,
-            'spec_scale': np.float32(scale),
-            'onset_frames': piece.onset_frames,
-            'notehead_x': piece.notehead_x, 'onset_bars': piece.onset_bars,
-            **extra_features(piece)}
-        continue
-      # The same (quantized) values as the pieces config, so both configs
-      # give identical windows; 6x smaller on disk than the raw float32.
-      spec = audio.dequantize(codes, scale)
-      for frame, x, bar in zip(piece.onset_frames, piece.notehead_x,
-                               piece.onset_bars):
-        yield f'{piece.name}/{frame:06d}', {
-            'sheet': snippets.sheet_snippet(piece.strip, x),
-            'spec': snippets.spec_excerpt(spec, frame),
-            'piece': piece.name, 'onset_frame': np.int32(frame),
-            'notehead_x': np.float32(x), 'bar': np.int32(bar)}
+      if it.status == 'ok':
+        yield piece_features(pipeline.load_piece(it.piece_path))
+
+  def _generate_examples(self, split: str):
+    for piece in self._pieces(split):
+      yield from piece_examples(self.builder_config.name, piece)
