@@ -6,7 +6,7 @@ r"""Speed of training, embedding and retrieval on this machine's accelerator.
 Measures, on synthetic device arrays shaped like the real ones (no data
 needed; the numbers do not depend on the content):
 
-* training: pairs/s of the whole SGD step as ``train_lib.train_and_evaluate``
+* training: pairs/s of the whole SGD step as ``training.train_and_evaluate``
   runs it (batch indices sliced on the device from the epoch order, window
   cutting, both towers forward, DCCA loss, backward, momentum update, the
   non-finite check) for each batch size x dtype x steps per dispatch, and the
@@ -50,15 +50,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dccaflax import audio
+from dccaflax import config as config_lib
+from dccaflax import evaluation
 from dccaflax import input_pipeline
 from dccaflax import models
 from dccaflax import retrieval
 from dccaflax import snippets
-from dccaflax import train_lib
+from dccaflax import steps
 
 TRAIN_PAIRS = 125_053   # full batches of 100 over the training split's pairs
 # The audio input training uses (TrainConfig's default, the flagfiles').
-_LEVEL_NORM = train_lib.TrainConfig().level_norm
+_LEVEL_NORM = config_lib.TrainConfig().level_norm
 
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Tower width multiplier (1 = the '
                             "paper's model).")
@@ -98,26 +101,31 @@ def synthetic_arrays(n_pairs: int, seed: int = 0,
   """Device ``Arrays`` like a ``PieceSet`` of ``n_pairs`` pairs.
 
   One long "piece" with a pair every 15 px / 12 frames (the Nottingham
-  averages), random pixels and spectrogram values.
+  averages), random pixels and spectrogram codes, in ``renderings``
+  renderings of equal length, laid out by ``input_pipeline.concat_pieces``
+  as training lays out real pieces.
 
   Returns:
-    ``input_pipeline.Arrays`` on the default device: strips (48, W) uint8,
-    specs (136, T) uint8 6-bit codes (one spectrogram per rendering), x
-    (n_pairs,) int32, frame and step (renderings, n_pairs) int32 / float32.
+    ``input_pipeline.Arrays`` on the default device.
   """
   rng = np.random.default_rng(seed)
-  w = input_pipeline.SHEET_GAP * 2 + 15 * n_pairs
-  t = (input_pipeline.SPEC_GAP + 12 * n_pairs) * renderings + (
-      input_pipeline.SPEC_GAP)
-  strips = rng.integers(0, 256, (snippets.STRIP_HEIGHT, w), np.uint8)
-  specs = rng.integers(0, 64, (snippets.SPEC_BINS, t), np.uint8)
-  x = (input_pipeline.SHEET_GAP + 15 * np.arange(n_pairs)).astype(np.int32)
-  frame = np.stack([
-      (input_pipeline.SPEC_GAP + 12 * np.arange(n_pairs)
-       + r * (input_pipeline.SPEC_GAP + 12 * n_pairs)) for r in range(
-           renderings)]).astype(np.int32)
-  step = np.full((renderings, n_pairs), 3 / 63, np.float32)
-  return jax.device_put(input_pipeline.Arrays(strips, specs, x, frame, step))
+  frames = 12 * n_pairs
+  onsets = 12 * np.arange(n_pairs)
+  codes = lambda n: rng.integers(0, audio.QUANT_LEVELS + 1,
+                                 (snippets.SPEC_BINS, n), np.uint8)
+  piece = {
+      'piece': 'synthetic',
+      'strip': rng.integers(0, 256, (snippets.STRIP_HEIGHT, 15 * n_pairs),
+                            np.uint8),
+      'spec_codes': codes(frames), 'spec_scale': 3.0,
+      'onset_frames': onsets, 'onset_bars': np.ones(n_pairs, np.int32),
+      'notehead_x': 15 * np.arange(n_pairs, dtype=np.float32),
+      'renderings': ','.join(f'r{k}' for k in range(renderings)),
+      'extra_codes': codes(frames * (renderings - 1)),
+      'extra_frames': [frames] * (renderings - 1),
+      'extra_scales': [3.0] * (renderings - 1),
+      'extra_onsets': [onsets] * (renderings - 1)}
+  return jax.device_put(input_pipeline.concat_pieces([piece], 'all').arrays)
 
 
 def time_call(fn: Callable[[], object], repeats: int) -> float:
@@ -140,7 +148,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
                 steps_per_dispatch: int, repeats: int,
                 arrays: Optional[input_pipeline.Arrays] = None,
                 train_pairs: int = TRAIN_PAIRS) -> dict:
-  """Pairs/s of ``train_lib.train_steps`` (the training loop's call).
+  """Pairs/s of ``steps.train_steps`` (the training loop's call).
 
   Returns:
     dict: 'width', 'dtype', 'batch', 'steps_per_dispatch', 'pairs_per_s',
@@ -152,11 +160,11 @@ def bench_train(width: float, dtype: str, batch_size: int,
   n = int(arrays.x.shape[0])
   model = models.create_model(width=width, dtype=jnp.dtype(dtype),
                               level_norm=_LEVEL_NORM)
-  optimizer = train_lib.make_optimizer(0.01, 0.9, 25, 1000)
-  state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
+  optimizer = steps.make_optimizer(0.01, 0.9, 25, 1000)
+  state = steps.create_train_state(jax.random.key(0), model, optimizer)
   order = jnp.asarray(np.random.default_rng(0).integers(
       0, n, (steps_per_dispatch, batch_size), np.int32))
-  run = functools.partial(train_lib.train_steps, model=model,
+  run = functools.partial(steps.train_steps, model=model,
                           optimizer=optimizer, reg=1e-3,
                           max_steps=steps_per_dispatch)
   box = [state]
@@ -187,9 +195,9 @@ def bench_embed(width: float, dtype: str, batch_size: int, repeats: int,
     arrays = synthetic_arrays(2 * batch_size)
   model = models.create_model(width=width, dtype=jnp.dtype(dtype),
                               level_norm=_LEVEL_NORM)
-  variables = train_lib.init_variables(jax.random.key(0), model)
+  variables = models.init_variables(jax.random.key(0), model)
   idx = jnp.arange(batch_size, dtype=jnp.int32) % arrays.x.shape[0]
-  seconds = time_call(lambda: train_lib._embed_windows(  # pylint: disable=protected-access
+  seconds = time_call(lambda: evaluation.outputs_at(
       model, variables, arrays, idx), repeats)
   return {'width': width, 'dtype': dtype, 'batch': batch_size,
           'pairs_per_s': batch_size / seconds}

@@ -18,7 +18,6 @@ workdir.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ import jax
 import numpy as np
 
 import dccaflax
+from dccaflax import evaluation
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import retrieval
@@ -190,13 +190,8 @@ def main(argv):
            f'curve ≤ {cfg.aug_gain_curve_db:g} dB')
   table = markdown(rows, title)
   print(table)
-  with open(os.path.join(workdir, 'level.md'), 'w') as f:
-    f.write(table)
-  with open(os.path.join(workdir, 'level.json'), 'w') as f:
-    json.dump({'workdir': os.path.abspath(workdir), 'which': _WHICH.value,
-               'epoch': model.epoch, 'data_dir': data_dir,
-               'split': _SPLIT.value, 'n': n, 'config': cfg.to_json(),
-               'rows': rows}, f, indent=2)
+  evaluation.write_results(workdir, 'level', table, model, _WHICH.value,
+                           data_dir, split=_SPLIT.value, n=n, rows=rows)
   figure(rows, title, os.path.join(workdir, 'level.png'))
   logging.info('wrote level.md, level.json and level.png in %s', workdir)
 

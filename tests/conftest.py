@@ -187,22 +187,22 @@ def tiny_train_config(data_dir, **overrides):
   evaluated and checkpointed every 2: seconds per epoch on CPU.  The
   synthetic "spectrograms" are bands, not audio, so they go in as they are
   (``level_norm='none'``)."""
-  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  from dccaflax import config as config_lib  # pylint: disable=g-import-not-at-top
   settings = dict(data_dir=str(data_dir), width=0.25, out_dim=8, epochs=4,
                   level_norm='none',
                   eval_every=2, batch_size=32, learning_rate=0.1,
                   val_subset=1000,
                   fit_pairs=25000, eval_batch_size=128, log_every=5, seed=0)
   settings.update(overrides)
-  return train_lib.TrainConfig(**settings)
+  return config_lib.TrainConfig(**settings)
 
 
 @pytest.fixture(scope='session')
 def trained_workdir(tmp_path_factory, synthetic_data):
   """A 4-epoch tiny run on the synthetic data (uninterrupted): the workdir."""
-  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  from dccaflax import training  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('trained')
-  train_lib.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
+  training.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
   return workdir
 
 
@@ -220,13 +220,13 @@ REAL_PIECES = 3
 def tiny_real_config(data_dir, **overrides):
   """Width 0.25, h = 16, batch 50, 3 epochs (39 steps) on the 3 pieces;
   the default (level-normalised) audio input."""
-  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  from dccaflax import config as config_lib  # pylint: disable=g-import-not-at-top
   settings = dict(data_dir=str(data_dir), width=0.25, out_dim=16, epochs=3,
                   batch_size=50, learning_rate=0.05, val_subset=1000,
                   fit_pairs=25000, eval_every=3, eval_batch_size=256,
                   log_every=100, seed=0)
   settings.update(overrides)
-  return train_lib.TrainConfig(**settings)
+  return config_lib.TrainConfig(**settings)
 
 
 @pytest.fixture(scope='session')
@@ -254,9 +254,9 @@ def real_data(tmp_path_factory, real_midi) -> pathlib.Path:
 @pytest.fixture(scope='session')
 def real_model(tmp_path_factory, real_data) -> pathlib.Path:
   """``tiny_real_config`` trained on ``real_data``: the workdir."""
-  from dccaflax import train_lib  # pylint: disable=g-import-not-at-top
+  from dccaflax import training  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('real_model')
-  train_lib.train_and_evaluate(tiny_real_config(real_data), str(workdir))
+  training.train_and_evaluate(tiny_real_config(real_data), str(workdir))
   return workdir
 
 

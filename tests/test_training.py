@@ -1,4 +1,6 @@
-"""Training library: learning, exact resume, skipped non-finite steps."""
+"""Training: learning, exact resume, skipped non-finite steps, evaluation,
+checkpoints and several devices (steps, training, evaluation, checkpoints,
+sharding)."""
 
 import json
 import os
@@ -11,25 +13,31 @@ import numpy as np
 import pytest
 
 from dccaflax import cca
+from dccaflax import checkpoints
+from dccaflax import config as config_lib
+from dccaflax import evaluation
 from dccaflax import input_pipeline as ip
-from dccaflax import train_lib
+from dccaflax import models
+from dccaflax import retrieval
+from dccaflax import steps
+from dccaflax import training
 from tests.conftest import synthetic_split
 from tests.conftest import tiny_train_config
 from tests.conftest import with_synthetic_renderings
 
 
 def _restore_params(workdir):
-  config = train_lib.read_config(str(workdir))
-  model = train_lib.model_from_config(config)
-  state = train_lib.create_train_state(
-      jax.random.key(0), model, train_lib.make_optimizer())
-  restored = train_lib.restore_checkpoint(
-      os.path.join(workdir, train_lib.LAST_DIR), state, None)
+  config = checkpoints.read_config(str(workdir))
+  model = config_lib.model_from_config(config)
+  state = steps.create_train_state(
+      jax.random.key(0), model, steps.make_optimizer())
+  restored = checkpoints.restore_checkpoint(
+      os.path.join(workdir, checkpoints.LAST_DIR), state, None)
   return restored['state'], restored['meta']
 
 
 def test_optimizer_halves_the_learning_rate():
-  schedule = train_lib.lr_schedule(0.1, halve_every_epochs=25,
+  schedule = steps.lr_schedule(0.1, halve_every_epochs=25,
                                    steps_per_epoch=10)
   assert float(schedule(0)) == pytest.approx(0.1)
   assert float(schedule(249)) == pytest.approx(0.1)
@@ -40,18 +48,18 @@ def test_optimizer_halves_the_learning_rate():
 def test_training_learns_and_writes_the_workdir(trained_workdir,
                                                 synthetic_data):
   workdir = str(trained_workdir)
-  with open(os.path.join(workdir, train_lib.HISTORY_FILE)) as f:
+  with open(os.path.join(workdir, checkpoints.HISTORY_FILE)) as f:
     history = [json.loads(line) for line in f]
   assert [r['epoch'] for r in history] == [2, 4]
   # The same metrics at initialisation, for comparison.
   config = tiny_train_config(synthetic_data)
-  model = train_lib.model_from_config(config)
-  state0 = train_lib.create_train_state(jax.random.key(config.seed), model,
-                                        train_lib.make_optimizer())
+  model = config_lib.model_from_config(config)
+  state0 = steps.create_train_state(jax.random.key(config.seed), model,
+                                        steps.make_optimizer())
   train = ip.load_pieces(synthetic_data, 'train')
   val = ip.load_pieces(synthetic_data, 'valid')
-  val_idx = train_lib.validation_subset(len(val), config.val_subset)
-  _, before = train_lib.evaluate(
+  val_idx = evaluation.validation_subset(len(val), config.val_subset)
+  _, before = evaluation.validate(
       model, state0.variables, jax.device_put(train.arrays),
       np.arange(len(train)), jax.device_put(val.arrays), val_idx,
       config.reg, config.eval_batch_size)
@@ -64,12 +72,12 @@ def test_training_learns_and_writes_the_workdir(trained_workdir,
     assert after[f'val/{d}_R@10'] > before[f'val/{d}_R@10'] + 10
     assert after[f'val/{d}_MR'] < len(val_idx) / 4
   assert after['train/skipped'] == 0
-  for name in (train_lib.CONFIG_FILE, train_lib.CURVE_FILE):
+  for name in (checkpoints.CONFIG_FILE, checkpoints.CURVE_FILE):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert any(f.startswith('events') for f in os.listdir(
       os.path.join(workdir, 'tb')))
-  assert train_lib.latest_epoch(os.path.join(workdir, train_lib.LAST_DIR)) == 4
-  assert train_lib.latest_epoch(os.path.join(workdir, train_lib.BEST_DIR))
+  assert checkpoints.latest_epoch(os.path.join(workdir, checkpoints.LAST_DIR)) == 4
+  assert checkpoints.latest_epoch(os.path.join(workdir, checkpoints.BEST_DIR))
 
 
 def test_resume_gives_the_parameters_of_an_uninterrupted_run(
@@ -77,10 +85,10 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(
   config = tiny_train_config(synthetic_data)
   # "Killed" after the epoch-2 checkpoint: the same command with epochs=2,
   # then the original command again, which resumes from that checkpoint.
-  train_lib.train_and_evaluate(
+  training.train_and_evaluate(
       tiny_train_config(synthetic_data, epochs=2), str(tmp_path))
-  assert train_lib.latest_epoch(str(tmp_path / train_lib.LAST_DIR)) == 2
-  train_lib.train_and_evaluate(config, str(tmp_path))
+  assert checkpoints.latest_epoch(str(tmp_path / checkpoints.LAST_DIR)) == 2
+  training.train_and_evaluate(config, str(tmp_path))
   resumed, meta = _restore_params(tmp_path)
   straight, meta0 = _restore_params(trained_workdir)
   assert meta['epoch'] == meta0['epoch'] == 4
@@ -88,15 +96,15 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(
   jax.tree.map(np.testing.assert_array_equal,
                (resumed.params, resumed.batch_stats, resumed.opt_state),
                (straight.params, straight.batch_stats, straight.opt_state))
-  with open(tmp_path / train_lib.HISTORY_FILE) as f:
+  with open(tmp_path / checkpoints.HISTORY_FILE) as f:
     assert [json.loads(line)['epoch'] for line in f] == [2, 4]
 
 
 def test_renderings_arg():
-  assert train_lib.renderings_arg('primary') is None
-  assert train_lib.renderings_arg('') is None
-  assert train_lib.renderings_arg('all') == 'all'
-  assert train_lib.renderings_arg('a_t1.00, b_t0.90') == ['a_t1.00',
+  assert config_lib.renderings_arg('primary') is None
+  assert config_lib.renderings_arg('') is None
+  assert config_lib.renderings_arg('all') == 'all'
+  assert config_lib.renderings_arg('a_t1.00, b_t0.90') == ['a_t1.00',
                                                           'b_t0.90']
 
 
@@ -109,11 +117,11 @@ def test_steps_draw_a_rendering_per_pair():
   one = ip.concat_pieces(pieces).arrays
   same = three._replace(frame=np.repeat(three.frame[:1], 3, 0),
                         step=np.repeat(three.step[:1], 3, 0))
-  model = train_lib.models.create_model(width=0.125, out_dim=8)
-  optimizer = train_lib.make_optimizer(0.1, 0.9, 25, 10)
-  state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
+  model = models.create_model(width=0.125, out_dim=8)
+  optimizer = steps.make_optimizer(0.1, 0.9, 25, 10)
+  state = steps.create_train_state(jax.random.key(0), model, optimizer)
   idx = np.arange(32, dtype=np.int32)
-  step = lambda a: train_lib.train_step(
+  step = lambda a: steps.train_step(
       state, jax.device_put(a), idx, model=model, optimizer=optimizer,
       reg=1e-3, seed=5)[1]['loss']
   assert float(step(same)) == float(step(one))
@@ -129,7 +137,7 @@ def test_training_on_prepared_renderings(prepared_renderings, tmp_path):
   val = ip.load_pieces(data_dir, 'test')
   config = tiny_train_config(data_dir, epochs=1, eval_every=1,
                              renderings='all')
-  state = train_lib.train_and_evaluate(config, str(tmp_path), train, val)
+  state = training.train_and_evaluate(config, str(tmp_path), train, val)
   assert int(state.step) == len(train) // config.batch_size
   assert int(state.skipped) == 0
 
@@ -138,12 +146,12 @@ def test_non_finite_step_is_skipped_and_counted(synthetic_data):
   config = tiny_train_config(synthetic_data)
   train = ip.load_pieces(synthetic_data, 'train')
   arrays = jax.device_put(train.arrays)
-  model = train_lib.model_from_config(config)
-  optimizer = train_lib.make_optimizer(   # the one the runs use: no compile
+  model = config_lib.model_from_config(config)
+  optimizer = steps.make_optimizer(   # the one the runs use: no compile
       config.learning_rate, config.momentum, config.lr_halve_every,
       ip.steps_per_epoch(len(train), config.batch_size))
-  state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
-  step = lambda s, a, idx: train_lib.train_step(
+  state = steps.create_train_state(jax.random.key(0), model, optimizer)
+  step = lambda s, a, idx: steps.train_step(
       s, a, idx, model=model, optimizer=optimizer, reg=config.reg,
       augment=(0, 0, 0), seed=config.seed)   # as train_and_evaluate calls it
   idx = np.arange(32, dtype=np.int32)
@@ -173,8 +181,8 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(synthetic_data,
   broken = ip.PieceSet(**{**train.__dict__,
                           'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3)
-  with pytest.raises(train_lib.NonFiniteError, match='3 consecutive'):
-    train_lib.train_and_evaluate(config, str(tmp_path), broken, val)
+  with pytest.raises(training.NonFiniteError, match='3 consecutive'):
+    training.train_and_evaluate(config, str(tmp_path), broken, val)
 
 
 def test_heldout_correlation_and_projection():
@@ -186,9 +194,9 @@ def test_heldout_correlation_and_projection():
   p = cca.fit(fx[:1000], gy[:1000])
   px = np.asarray(cca.project_x(p, fx[1000:]))
   py = np.asarray(cca.project_y(p, gy[1000:]))
-  corr = train_lib.heldout_correlation(px, py)
+  corr = evaluation.heldout_correlation(px, py)
   assert 3 < corr < 4.2 and abs(corr - float(np.sum(p.corr))) < 0.3
-  metrics = train_lib.retrieval_metrics(px[:, :4], py[:, :4])
+  metrics = retrieval.both_directions(px[:, :4], py[:, :4])
   for d in ('a2s', 's2a'):   # chance: R@1 0.1 %, MR 500
     assert metrics[d]['R@1'] > 10 and metrics[d]['MR'] < 10, metrics
 
@@ -204,11 +212,11 @@ def _tiny_setup(synthetic_data, **overrides):
   config = tiny_train_config(synthetic_data, **overrides)
   train = ip.load_pieces(synthetic_data, 'train')
   arrays = jax.device_put(train.arrays)
-  model = train_lib.model_from_config(config)
-  optimizer = train_lib.make_optimizer(
+  model = config_lib.model_from_config(config)
+  optimizer = steps.make_optimizer(
       config.learning_rate, config.momentum, config.lr_halve_every,
       ip.steps_per_epoch(len(train), config.batch_size))
-  state = train_lib.create_train_state(jax.random.key(config.seed), model,
+  state = steps.create_train_state(jax.random.key(config.seed), model,
                                        optimizer)
   return config, train, arrays, model, optimizer, state
 
@@ -227,13 +235,13 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   batches = ip.epoch_batches(0, 0, len(train), config.batch_size)[:7]
   state, losses = state0, []
   for idx in batches:
-    state, m = train_lib.train_step(state, arrays, idx, **kw)
+    state, m = steps.train_step(state, arrays, idx, **kw)
     losses.append(float(m['loss']))
   # Chunks of at most 3: 3 + 3 + 1 steps, one compiled function.
   fused, fused_losses = state0, []
   order = jnp.asarray(batches)
   for start, count in ((0, 3), (3, 3), (6, 1)):
-    fused, m = train_lib.train_steps(fused, arrays, order, np.int32(start),
+    fused, m = steps.train_steps(fused, arrays, order, np.int32(start),
                                      np.int32(count), max_steps=3, **kw)
     assert m['loss'].shape == (3,)
     fused_losses += list(np.asarray(m['loss'])[:count])
@@ -241,8 +249,8 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   assert int(fused.step) == 7 and int(fused.skipped) == 0
   assert fused_losses[0] == losses[0]
   np.testing.assert_allclose(fused_losses, losses, rtol=1e-2)
-  one, _ = train_lib.train_step(state0, arrays, batches[0], **kw)
-  one_fused, _ = train_lib.train_steps(state0, arrays, order, np.int32(0),
+  one, _ = steps.train_step(state0, arrays, batches[0], **kw)
+  one_fused, _ = steps.train_steps(state0, arrays, order, np.int32(0),
                                        np.int32(1), max_steps=3, **kw)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0,
                                                        atol=1e-5),
@@ -250,7 +258,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
                (one.params, one.batch_stats))
   # Non-finite steps inside a chunk are skipped and counted as before.
   bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
-  new, m = train_lib.train_steps(state0, bad, order, np.int32(0),
+  new, m = steps.train_steps(state0, bad, order, np.int32(0),
                                  np.int32(3), max_steps=3, **kw)
   assert not np.any(m['finite'])
   np.testing.assert_array_equal(m['skip_run'], [1, 2, 3])
@@ -258,7 +266,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   jax.tree.map(np.testing.assert_array_equal,
                (new.params, new.batch_stats, new.opt_state),
                (state0.params, state0.batch_stats, state0.opt_state))
-  new, m = train_lib.train_steps(new, arrays, order, np.int32(0),
+  new, m = steps.train_steps(new, arrays, order, np.int32(0),
                                  np.int32(2), max_steps=3, **kw)
   np.testing.assert_array_equal(m['skip_run'], [0, 0, -1])
   assert int(new.skip_run) == 0 and int(new.skipped) == 3
@@ -273,11 +281,11 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
   order = jnp.asarray(ip.epoch_batches(config.seed, 0, len(train),
                                        config.batch_size))
   for i in range(order.shape[0]):
-    state, _ = train_lib.train_steps(state, arrays, order, np.int32(i),
+    state, _ = steps.train_steps(state, arrays, order, np.int32(i),
                                      np.int32(1), model=model,
                                      optimizer=optimizer, reg=config.reg,
                                      max_steps=3)
-  train_lib.train_and_evaluate(
+  training.train_and_evaluate(
       tiny_train_config(synthetic_data, steps_per_dispatch=3, epochs=1,
                         eval_every=1), str(tmp_path / 'fused'))
   fused, meta = _restore_params(tmp_path / 'fused')
@@ -292,8 +300,8 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
                           'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3,
                              steps_per_dispatch=3)
-  with pytest.raises(train_lib.NonFiniteError, match='3 consecutive'):
-    train_lib.train_and_evaluate(config, str(tmp_path / 'nan'), broken, val)
+  with pytest.raises(training.NonFiniteError, match='3 consecutive'):
+    training.train_and_evaluate(config, str(tmp_path / 'nan'), broken, val)
 
 
 def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
@@ -305,15 +313,15 @@ def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
   probe = np.arange(0, len(train), 2)[:128]
 
   def probe_corr(state):
-    fx, gy = train_lib.embed_pieces(model, state.variables, arrays, probe,
+    fx, gy = evaluation.tower_outputs(model, state.variables, arrays, probe,
                                     batch_size=128)
     assert fx.dtype == gy.dtype == np.float32
     return float(cca.total_correlation(fx, gy, config.reg))
 
-  state, m = train_lib.train_steps(state0, arrays, order, np.int32(0),
+  state, m = steps.train_steps(state0, arrays, order, np.int32(0),
                                    np.int32(8), max_steps=8, **kw)
   for _ in range(2):   # 3 passes over the same 8 batches
-    state, m2 = train_lib.train_steps(state, arrays, order, np.int32(0),
+    state, m2 = steps.train_steps(state, arrays, order, np.int32(0),
                                       np.int32(8), max_steps=8, **kw)
   assert np.all(m['finite']) and np.all(m2['finite'])
   assert int(state.skipped) == 0
@@ -333,23 +341,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from dccaflax import input_pipeline as ip
-from dccaflax import train_lib
+from dccaflax import models
+from dccaflax import sharding
+from dccaflax import steps
 from tests.conftest import synthetic_split
 
 assert jax.device_count() == 4, jax.devices()
 ps = ip.concat_pieces(synthetic_split(1, 6))
-model = train_lib.models.create_model(width=0.125, out_dim=8)
-opt = train_lib.make_optimizer(0.1, 0.9, 25, 10)
-state = train_lib.create_train_state(jax.random.key(0), model, opt)
+model = models.create_model(width=0.125, out_dim=8)
+opt = steps.make_optimizer(0.1, 0.9, 25, 10)
+state = steps.create_train_state(jax.random.key(0), model, opt)
 batch = 64
 order = ip.epoch_batches(0, 0, len(ps), batch)[:2]
 one = jax.devices()[0]
 arrays1 = jax.device_put(ps.arrays, one)
-mesh = train_lib.data_mesh(batch)
+mesh = sharding.data_mesh(batch)
 assert mesh is not None and mesh.size == 4
 bsh = NamedSharding(mesh, P('data'))
-arrays4 = train_lib.replicate(ps.arrays, mesh)
-state4 = train_lib.replicate(state, mesh)
+arrays4 = sharding.replicate(ps.arrays, mesh)
+state4 = sharding.replicate(state, mesh)
 
 def rel_err(a, b):
   """||a - b|| / ||b|| over all leaves of two pytrees."""
@@ -361,7 +371,7 @@ def rel_err(a, b):
 
 # Loss, gradients and BatchNorm statistics of one global batch.
 sheets, specs = jax.jit(ip.batch_windows)(arrays1, order[0])
-grad_fn = jax.jit(functools.partial(train_lib.loss_and_grads, model=model,
+grad_fn = jax.jit(functools.partial(steps.loss_and_grads, model=model,
                                     reg=1e-3))
 (l1, bs1), g1 = grad_fn(state.params, state.batch_stats, sheets, specs)
 sheets4 = jax.device_put(sheets, bsh)
@@ -384,13 +394,13 @@ assert errs['grads'] < 5e-4 and np.median(leaf_errs) < 2e-5, errs
 # Two training steps, indices sliced on the device from a sharded order (a
 # small learning rate: at 0.1 the small batch's DCCA gradient turns rounding
 # differences into 1e-3 parameter differences within two steps).
-kw = dict(model=model, optimizer=train_lib.make_optimizer(0.01, 0.9, 25, 10), reg=1e-3, augment=(2, 1, 1), seed=3,
-          max_steps=2)
-s1, m1 = train_lib.train_steps(state, arrays1, jnp.asarray(order),
+kw = dict(model=model, optimizer=steps.make_optimizer(0.01, 0.9, 25, 10),
+          reg=1e-3, augment=(2, 1, 1), seed=3, max_steps=2)
+s1, m1 = steps.train_steps(state, arrays1, jnp.asarray(order),
                                np.int32(0), np.int32(2), **kw)
-order4 = train_lib.put_global(order, NamedSharding(mesh, P(None, 'data')))
+order4 = sharding.put_global(order, NamedSharding(mesh, P(None, 'data')))
 args4 = (state4, arrays4, order4, np.int32(0), np.int32(2))
-compiled = train_lib.train_steps.lower(*args4, batch_sharding=bsh,
+compiled = steps.train_steps.lower(*args4, batch_sharding=bsh,
                                        **kw).compile()
 assert 'all-reduce' in compiled.as_text()   # the batch really is split
 s4, m4 = compiled(*args4)
