@@ -11,7 +11,7 @@ pair indices, with augmentation drawn on the device (sheet shifts, onset
 jitter, a uniform choice among the prepared audio renderings loaded with
 ``TrainConfig.renderings``, and a random gain and gain curve per excerpt,
 ``dccaflax.level``).  ``train_step`` takes one step per jitted call;
-``train_steps`` runs up to ``steps_per_dispatch`` of them in one call,
+``train_chunk`` runs up to ``steps_per_dispatch`` of them in one call,
 slicing its batches from the epoch's order on the device.  Both trace the
 same pure ``_step``.  A step whose loss or gradient is not finite changes
 nothing but the skip counters.
@@ -180,7 +180,7 @@ def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
           reg: float, augment: Augment, seed: int,
           batch_sharding) -> tuple[TrainState, dict]:
-  """The body of ``train_step`` and of ``train_steps`` (traced, not jitted)."""
+  """The body of ``train_step`` and of ``train_chunk`` (traced, not jitted)."""
   augment = Augment(*augment)
   idx = _constrain(idx, batch_sharding)
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -222,7 +222,7 @@ def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
 @functools.partial(jax.jit, static_argnames=(
     'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
     'batch_sharding'))
-def train_steps(state: TrainState, arrays: input_pipeline.Arrays,
+def train_chunk(state: TrainState, arrays: input_pipeline.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
@@ -284,7 +284,7 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
                batch_sharding=None) -> tuple[TrainState, dict]:
   """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
 
-  The default loop (``steps_per_dispatch=1``); ``train_steps`` fuses several.
+  The default loop (``steps_per_dispatch=1``); ``train_chunk`` fuses several.
 
   Args:
     state: current ``TrainState``.
@@ -299,7 +299,7 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
     batch_sharding: ``NamedSharding`` of a batch over a device mesh
       (``sharding.placement``, ``PartitionSpec('data')``), or None (one
       device): the indices, windows and hence the towers' activations are
-      split along the batch axis (static in ``train_steps``).
+      split along the batch axis (static in ``train_chunk``).
 
   Returns:
     ``(new_state, metrics)``: metrics 'loss' () float32 (= -total

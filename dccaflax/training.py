@@ -179,7 +179,7 @@ def _train_epoch(state, arrays, n_train: int, epoch: int, config,
   fused = config.steps_per_dispatch > 1
   if fused:   # the epoch's order goes to the device once
     order = place.batches(batches, place.order)
-    run = functools.partial(steps_lib.train_steps,
+    run = functools.partial(steps_lib.train_chunk,
                             max_steps=config.steps_per_dispatch, **step_kw)
   else:
     run = functools.partial(steps_lib.train_step, **step_kw)
@@ -208,7 +208,7 @@ def _train_epoch(state, arrays, n_train: int, epoch: int, config,
 def _consume(metrics: Optional[dict], losses: list,
              config: config_lib.TrainConfig) -> None:
   """Reads one dispatch's metrics (scalars of ``train_step`` or (K,) arrays of
-  ``train_steps``, step by step); raises at the first step that makes
+  ``train_chunk``, step by step); raises at the first step that makes
   ``max_consecutive_skips`` non-finite steps in a row."""
   if metrics is None:
     return

@@ -148,7 +148,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
                 steps_per_dispatch: int, repeats: int,
                 arrays: Optional[input_pipeline.Arrays] = None,
                 train_pairs: int = TRAIN_PAIRS) -> dict:
-  """Pairs/s of ``steps.train_steps`` (the training loop's call).
+  """Pairs/s of ``steps.train_chunk`` (the training loop's call).
 
   Returns:
     dict: 'width', 'dtype', 'batch', 'steps_per_dispatch', 'pairs_per_s',
@@ -164,7 +164,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
   state = steps.create_train_state(jax.random.key(0), model, optimizer)
   order = jnp.asarray(np.random.default_rng(0).integers(
       0, n, (steps_per_dispatch, batch_size), np.int32))
-  run = functools.partial(steps.train_steps, model=model,
+  run = functools.partial(steps.train_chunk, model=model,
                           optimizer=optimizer, reg=1e-3,
                           max_steps=steps_per_dispatch)
   box = [state]

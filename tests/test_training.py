@@ -241,7 +241,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   fused, fused_losses = state0, []
   order = jnp.asarray(batches)
   for start, count in ((0, 3), (3, 3), (6, 1)):
-    fused, m = steps.train_steps(fused, arrays, order, np.int32(start),
+    fused, m = steps.train_chunk(fused, arrays, order, np.int32(start),
                                      np.int32(count), max_steps=3, **kw)
     assert m['loss'].shape == (3,)
     fused_losses += list(np.asarray(m['loss'])[:count])
@@ -250,7 +250,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   assert fused_losses[0] == losses[0]
   np.testing.assert_allclose(fused_losses, losses, rtol=1e-2)
   one, _ = steps.train_step(state0, arrays, batches[0], **kw)
-  one_fused, _ = steps.train_steps(state0, arrays, order, np.int32(0),
+  one_fused, _ = steps.train_chunk(state0, arrays, order, np.int32(0),
                                        np.int32(1), max_steps=3, **kw)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0,
                                                        atol=1e-5),
@@ -258,7 +258,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
                (one.params, one.batch_stats))
   # Non-finite steps inside a chunk are skipped and counted as before.
   bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
-  new, m = steps.train_steps(state0, bad, order, np.int32(0),
+  new, m = steps.train_chunk(state0, bad, order, np.int32(0),
                                  np.int32(3), max_steps=3, **kw)
   assert not np.any(m['finite'])
   np.testing.assert_array_equal(m['skip_run'], [1, 2, 3])
@@ -266,7 +266,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   jax.tree.map(np.testing.assert_array_equal,
                (new.params, new.batch_stats, new.opt_state),
                (state0.params, state0.batch_stats, state0.opt_state))
-  new, m = steps.train_steps(new, arrays, order, np.int32(0),
+  new, m = steps.train_chunk(new, arrays, order, np.int32(0),
                                  np.int32(2), max_steps=3, **kw)
   np.testing.assert_array_equal(m['skip_run'], [0, 0, -1])
   assert int(new.skip_run) == 0 and int(new.skipped) == 3
@@ -281,7 +281,7 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
   order = jnp.asarray(ip.epoch_batches(config.seed, 0, len(train),
                                        config.batch_size))
   for i in range(order.shape[0]):
-    state, _ = steps.train_steps(state, arrays, order, np.int32(i),
+    state, _ = steps.train_chunk(state, arrays, order, np.int32(i),
                                      np.int32(1), model=model,
                                      optimizer=optimizer, reg=config.reg,
                                      max_steps=3)
@@ -318,10 +318,10 @@ def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
     assert fx.dtype == gy.dtype == np.float32
     return float(cca.total_correlation(fx, gy, config.reg))
 
-  state, m = steps.train_steps(state0, arrays, order, np.int32(0),
+  state, m = steps.train_chunk(state0, arrays, order, np.int32(0),
                                    np.int32(8), max_steps=8, **kw)
   for _ in range(2):   # 3 passes over the same 8 batches
-    state, m2 = steps.train_steps(state, arrays, order, np.int32(0),
+    state, m2 = steps.train_chunk(state, arrays, order, np.int32(0),
                                       np.int32(8), max_steps=8, **kw)
   assert np.all(m['finite']) and np.all(m2['finite'])
   assert int(state.skipped) == 0
@@ -396,11 +396,11 @@ assert errs['grads'] < 5e-4 and np.median(leaf_errs) < 2e-5, errs
 # differences into 1e-3 parameter differences within two steps).
 kw = dict(model=model, optimizer=steps.make_optimizer(0.01, 0.9, 25, 10),
           reg=1e-3, augment=(2, 1, 1), seed=3, max_steps=2)
-s1, m1 = steps.train_steps(state, arrays1, jnp.asarray(order),
+s1, m1 = steps.train_chunk(state, arrays1, jnp.asarray(order),
                                np.int32(0), np.int32(2), **kw)
 order4 = sharding.put_global(order, NamedSharding(mesh, P(None, 'data')))
 args4 = (state4, arrays4, order4, np.int32(0), np.int32(2))
-compiled = steps.train_steps.lower(*args4, batch_sharding=bsh,
+compiled = steps.train_chunk.lower(*args4, batch_sharding=bsh,
                                        **kw).compile()
 assert 'all-reduce' in compiled.as_text()   # the batch really is split
 s4, m4 = compiled(*args4)
