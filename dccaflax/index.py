@@ -33,14 +33,21 @@ statistics, CCA projection and model config) and raises
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 import time
 from typing import Callable, Optional
 
+import jax
 import numpy as np
 
+from dccaflax import api
+from dccaflax import batching
+from dccaflax import input_pipeline
 from dccaflax import level
+from dccaflax import retrieval
+from dccaflax import snippets
 
 FORMAT_VERSION = 1
 READ_CHUNK = 1024   # pairs read and embedded per step while building
@@ -68,7 +75,6 @@ def model_fingerprint(model) -> str:
   Args:
     model: a ``dccaflax.Model`` (from ``dccaflax.load``).
   """
-  import jax  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
   cfg = model.config
   arch = (float(cfg.width), int(cfg.out_dim), str(cfg.dtype))
@@ -113,7 +119,6 @@ class Index:
 
   def time_s(self, rows) -> np.ndarray:
     """Onset time in seconds (at the indexed tempo) of ``rows``."""
-    from dccaflax import snippets  # pylint: disable=g-import-not-at-top
     return self.onset_frame[np.asarray(rows)] / snippets.FPS
 
   def rows_of(self, piece: str) -> np.ndarray:
@@ -124,7 +129,6 @@ class Index:
     """
     rows = np.flatnonzero(self.piece == piece)
     if rows.size == 0:
-      import difflib  # pylint: disable=g-import-not-at-top
       names = self.pieces
       close = difflib.get_close_matches(piece, names, n=3, cutoff=0.5)
       hint = (f'did you mean {", ".join(close)}?' if close else
@@ -163,21 +167,20 @@ def search(queries, candidates: np.ndarray, k: int
            ) -> tuple[np.ndarray, np.ndarray]:
   """Exact cosine top-k (``retrieval.top_k``) with few compiled shapes.
 
-  Queries are zero-padded to a multiple of 256 rows so that a process
-  answering many queries of varying counts compiles only a few shapes.
+  Queries are zero-padded (``batching.pad_rows``) to a multiple of 256 rows
+  so that a process answering many queries of varying counts compiles only a
+  few shapes.
 
   Returns:
     ``(scores, rows)``: ``(Q, k')`` float32 descending and ``(Q, k')`` int64,
     ``k' = min(k, C)``.
   """
-  from dccaflax import retrieval  # pylint: disable=g-import-not-at-top
   q = np.asarray(queries, np.float32)
   if q.ndim != 2:
     raise ValueError(f'queries must be (Q, d), got {q.shape}')
   n = q.shape[0]
-  padded = -(-n // _QUERY_BUCKET) * _QUERY_BUCKET
-  if padded != n:
-    q = np.concatenate([q, np.zeros((padded - n, q.shape[1]), np.float32)])
+  padded = batching.round_up(n, _QUERY_BUCKET)
+  q = batching.pad_rows(q, padded)
   k = min(int(k), candidates.shape[0])
   scores, rows = retrieval.top_k(q, candidates, k=k,
                                  query_chunk_size=min(padded, 4096))
@@ -187,22 +190,6 @@ def search(queries, candidates: np.ndarray, k: int
 # --------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------
-
-
-def _pairs_source(data_dir: str, split: str):
-  """Random-access source of the ``pairs`` config of a split."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder_from_directory(
-      input_pipeline.config_dir(data_dir, 'pairs'))
-  if split not in builder.info.splits:
-    raise ValueError(f'split {split!r} not prepared in {data_dir} (pairs); '
-                     f'have {sorted(builder.info.splits)}')
-  return builder.as_data_source(split=split)
-
-
-def _text(x) -> str:
-  return x.decode('utf-8') if isinstance(x, bytes) else str(x)
 
 
 def build(model, data_dir: str, split: str = 'test',
@@ -229,9 +216,8 @@ def build(model, data_dir: str, split: str = 'test',
     FileNotFoundError: no prepared data; ValueError: unknown split or an
     empty split.
   """
-  import dccaflax  # pylint: disable=g-import-not-at-top
   data_dir = os.path.abspath(os.fspath(data_dir))
-  source = _pairs_source(data_dir, split)
+  source = input_pipeline.data_source(data_dir, 'pairs', split)
   n = len(source) if limit is None else min(int(limit), len(source))
   if n == 0:
     raise ValueError(f'split {split!r} of {data_dir} holds no pairs')
@@ -246,12 +232,12 @@ def build(model, data_dir: str, split: str = 'test',
   for start in range(0, n, READ_CHUNK):
     stop = min(start + READ_CHUNK, n)
     exs = source.__getitems__(range(start, stop))
-    sheet_emb[start:stop] = dccaflax.embed_sheet(
+    sheet_emb[start:stop] = api.embed_sheet(
         model, np.stack([ex['sheet'] for ex in exs]))
-    audio_emb[start:stop] = dccaflax.embed_audio(
+    audio_emb[start:stop] = api.embed_audio(
         model, np.stack([ex['spec'] for ex in exs]))
     for i, ex in enumerate(exs, start):
-      piece[i] = _text(ex['piece'])
+      piece[i] = input_pipeline.text(ex['piece'])
       notehead_x[i] = ex['notehead_x']
       onset_frame[i] = ex['onset_frame']
       bar[i] = ex['bar']
@@ -281,20 +267,21 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
     match the index (a different preparation).
   """
   rows = [int(r) for r in np.asarray(rows).reshape(-1)]
-  source = _pairs_source(data_dir or index.data_dir, index.split)
+  source = input_pipeline.data_source(data_dir or index.data_dir, 'pairs',
+                                      index.split)
   if len(source) < len(index):
     raise IndexFileError(f'{data_dir or index.data_dir} holds {len(source)} '
                          f'{index.split} pairs, the index {len(index)}: '
                          'the data changed since the index was built')
   exs = source.__getitems__(rows) if rows else []
   for r, ex in zip(rows, exs):
-    if (_text(ex['piece']) != index.piece[r]
+    if (input_pipeline.text(ex['piece']) != index.piece[r]
         or int(ex['onset_frame']) != int(index.onset_frame[r])):
       raise IndexFileError(
-          f'row {r} of the data is {_text(ex["piece"])}@{ex["onset_frame"]}, '
-          f'the index says {index.piece[r]}@{index.onset_frame[r]}: the data '
-          'changed since the index was built')
-  from dccaflax import snippets  # pylint: disable=g-import-not-at-top
+          f'row {r} of the data is {input_pipeline.text(ex["piece"])}@'
+          f'{ex["onset_frame"]}, the index says {index.piece[r]}@'
+          f'{index.onset_frame[r]}: the data changed since the index was '
+          'built')
   return {
       'sheet': np.stack([ex['sheet'] for ex in exs]) if exs else np.zeros(
           (0, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), np.uint8),

@@ -84,8 +84,18 @@ def config_dir(data_dir: str, config: str) -> str:
   return os.path.join(root, max(versions, key=_version_key))
 
 
-def _data_source(data_dir: str, config: str, split: str):
-  """Random-access TFDS source of one split (array_record, no TensorFlow)."""
+def data_source(data_dir: str, config: str, split: str):
+  """Random-access TFDS source of one split (array_record, no TensorFlow).
+
+  Args:
+    data_dir: the ``--data_dir`` of ``data_prep.prepare``.
+    config: 'pairs' or 'pieces'.
+    split: 'train', 'valid' or 'test'.
+
+  Raises:
+    FileNotFoundError: nothing prepared there; ValueError: the split is not
+    prepared (the message names the data dir and the splits it has).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(config_dir(data_dir, config))
   if split not in builder.info.splits:
@@ -94,13 +104,17 @@ def _data_source(data_dir: str, config: str, split: str):
   return builder.as_data_source(split=split)
 
 
+_data_source = data_source   # the name tests/test_input_pipeline.py uses
+
+
 def _read(source, n: int):
   """First ``n`` examples of a data source, in stored order."""
   for start in range(0, n, _READ_CHUNK):
     yield from source.__getitems__(range(start, min(start + _READ_CHUNK, n)))
 
 
-def _text(x) -> str:
+def text(x) -> str:
+  """A string feature of an example (bytes from TFDS) as ``str``."""
   return x.decode('utf-8') if isinstance(x, bytes) else str(x)
 
 
@@ -126,7 +140,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
       'notehead_x': (N,) float32, px in the piece's strip;
       'bar': (N,) int32, 1-based bar number (pickup bar 0).
   """
-  source = _data_source(data_dir, 'pairs', split)
+  source = data_source(data_dir, 'pairs', split)
   n = len(source) if limit is None else min(int(limit), len(source))
   out = {
       'sheet': np.empty((n, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
@@ -141,7 +155,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
   for i, ex in enumerate(_read(source, n)):
     for key in ('sheet', 'spec', 'onset_frame', 'notehead_x', 'bar'):
       out[key][i] = ex[key]
-    out['piece'][i] = _text(ex['piece'])
+    out['piece'][i] = text(ex['piece'])
   return out
 
 
@@ -252,7 +266,7 @@ def piece_renderings(piece: dict) -> list[tuple[str, np.ndarray, float,
     codes, scale = piece['spec_codes'], float(piece['spec_scale'])
   else:
     codes, scale = audio.quantize(np.asarray(piece['spec'], np.float32))
-  tags = [t for t in _text(piece.get('renderings', '')).split(',') if t]
+  tags = [t for t in text(piece.get('renderings', '')).split(',') if t]
   out = [(tags[0] if tags else 'primary', codes, scale,
           np.asarray(piece['onset_frames']))]
   if len(tags) > 1:
@@ -308,7 +322,7 @@ def concat_pieces(pieces: Sequence[dict],
                      f'got {renderings!r}')
   chosen, tags = [], None
   for p in pieces:
-    name = _text(p['piece'])
+    name = text(p['piece'])
     if p['strip'].ndim != 2 or p['strip'].shape[0] != snippets.STRIP_HEIGHT:
       raise ValueError(f'{name}: strip must be '
                        f'({snippets.STRIP_HEIGHT}, W), got {p["strip"].shape}')
@@ -340,7 +354,7 @@ def concat_pieces(pieces: Sequence[dict],
                    np.uint8)   # code 0 = silence
   xs, frames, steps, ids, hx, hf, bars = [], [], [], [], [], [], []
   for i, (p, rs) in enumerate(zip(pieces, chosen)):
-    name = _text(p['piece'])
+    name = text(p['piece'])
     w = widths[i]
     strips[:, strip_offset[i]:strip_offset[i] + w] = p['strip']
     nx = np.asarray(p['notehead_x'], np.float32)
@@ -375,7 +389,7 @@ def concat_pieces(pieces: Sequence[dict],
                   step=np.concatenate(steps, axis=1))
   return PieceSet(arrays=arrays, renderings=tags,
                   piece_id=np.concatenate(ids),
-                  names=tuple(_text(p['piece']) for p in pieces),
+                  names=tuple(text(p['piece']) for p in pieces),
                   strip_offset=strip_offset, frame_offset=frame_offset,
                   notehead_x=np.concatenate(hx), onset_frame=np.concatenate(hf),
                   bar=np.concatenate(bars))
@@ -399,7 +413,7 @@ def load_pieces(data_dir: str, split: str,
   Returns:
     ``PieceSet`` with 6-bit spectrogram codes.
   """
-  source = _data_source(data_dir, 'pieces', split)
+  source = data_source(data_dir, 'pieces', split)
   n = len(source) if max_pieces is None else min(int(max_pieces), len(source))
   try:
     return concat_pieces(list(_read(source, n)), renderings)

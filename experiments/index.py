@@ -18,6 +18,10 @@ import sys
 from absl import app
 from absl import flags
 
+from dccaflax import api
+from dccaflax import index as index_lib
+from dccaflax import input_pipeline
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
@@ -31,24 +35,21 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  import dccaflax  # pylint: disable=g-import-not-at-top
-  from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
-  from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
   if _DATA_DIR.value:   # fail fast, before loading the model
     try:
       input_pipeline.config_dir(_DATA_DIR.value, 'pairs')
     except FileNotFoundError as e:
       sys.exit(f'error: {e}')
   try:
-    model = dccaflax.load(_WORKDIR.value, _WHICH.value)
+    model = api.load(_WORKDIR.value, _WHICH.value)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: cannot load model from {_WORKDIR.value}: {e}')
   data_dir = _DATA_DIR.value or model.config.data_dir
 
   def progress(done, total, seconds):
-    print(f'\rembedded {done:,}/{total:,} pairs ({done / max(seconds, 1e-9):,.0f} '
-          'pairs/s)', end='\n' if done == total else '', file=sys.stderr,
-          flush=True)
+    rate = done / max(seconds, 1e-9)
+    print(f'\rembedded {done:,}/{total:,} pairs ({rate:,.0f} pairs/s)',
+          end='\n' if done == total else '', file=sys.stderr, flush=True)
 
   try:
     index = index_lib.build(model, data_dir, _SPLIT.value, _LIMIT.value,
