@@ -17,7 +17,10 @@ gaps would otherwise vote at random.
 
 Evaluation on fresh renderings of MIDI files (a soundfont and tempo the model
 did not train on) needs the synthesizer, so it lives with the rendering code:
-``data_prep.identify_eval``.
+``data_prep.identify_eval``; its rendering workers import this module, which
+therefore loads JAX (through ``api``) only when it embeds.  The text report
+is ``presentation.format_identification``; the command
+``experiments.identify``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from dccaflax import ranking
 from dccaflax import snippets
 
 HOP_FRAMES = 31        # window hop, frames (0.99 s)
@@ -96,8 +100,7 @@ class Identification:
     scores = dict(self.ranking)
     if piece not in scores:
       raise KeyError(f'unknown piece {piece!r}')
-    s = scores[piece]
-    return sum(1 for p, v in self.ranking if v >= s)
+    return ranking.rank_of_score(list(scores.values()), scores[piece])
 
 
 def _piece_ids(index) -> tuple[list[str], np.ndarray]:
@@ -164,7 +167,8 @@ def identify_specs(model, index, specs: Iterable[np.ndarray],
   Returns:
     one ``Identification`` per spectrogram, in order.
   """
-  import dccaflax  # pylint: disable=g-import-not-at-top
+  # Not at the top: rendering workers import this module (module doc).
+  from dccaflax import api  # pylint: disable=g-import-not-at-top
   names, pid = _piece_ids(index)
   k = min(k, len(index))
   out: list[Optional[Identification]] = []
@@ -173,7 +177,7 @@ def identify_specs(model, index, specs: Iterable[np.ndarray],
   def flush():
     if not pending:
       return
-    emb = dccaflax.embed_audio(model, np.concatenate([p[3] for p in pending]))
+    emb = api.embed_audio(model, np.concatenate([p[3] for p in pending]))
     _, rows = index.search_sheets(emb, k)
     start = 0
     for slot, centres, voting, ex in pending:
@@ -199,65 +203,3 @@ def identify(model, index, spec: np.ndarray, k: int = TOP_K,
              hop: int = HOP_FRAMES) -> Identification:
   """Identifies one recording's ``(136, T)`` spectrogram."""
   return identify_specs(model, index, [spec], k, hop)[0]
-
-
-def format_identification(ident: Identification, top: int = 5,
-                          timeline: bool = True) -> str:
-  """Ranked pieces and the winning piece's bar over time, as text."""
-  n_vote = int(ident.voting.sum())
-  hop_s = (float(np.diff(ident.centre_s[:2])[0]) if len(ident.centre_s) > 1
-           else HOP_FRAMES / snippets.FPS)
-  lines = [f'{len(ident.centre_s)} windows of 3.2 s every '
-           f'{hop_s:.2f} s, {n_vote} voting; '
-           'score = votes (1/rank of each top-k hit) per voting window']
-  lines.append(f'{"rank":>4}  {"score":>6}  piece')
-  for i, (p, s) in enumerate(ident.ranking[:top], 1):
-    lines.append(f'{i:>4}  {s:6.3f}  {p}')
-  if timeline:
-    best = ident.ranking[0][0]
-    lines.append(f'best-matching position in {best} over time:')
-    lines.append(f'{"time_s":>8}  {"bar":>4}  {"hit_rank":>8}  {"score_s":>7}')
-    for t, v, b, r, st in zip(ident.centre_s, ident.voting, ident.best_bar,
-                              ident.best_rank, ident.best_time_s):
-      if not v:
-        lines.append(f'{t:8.2f}  {"":>4}  {"(quiet)":>8}')
-      elif b < 0:
-        lines.append(f'{t:8.2f}  {"-":>4}  {"-":>8}')
-      else:
-        lines.append(f'{t:8.2f}  {b:>4}  {r:>8}  {st:7.2f}')
-  return '\n'.join(lines)
-
-
-# --------------------------------------------------------------------------
-# The command line's function
-# --------------------------------------------------------------------------
-
-def identify_file(workdir: str, index_path: str, audio_path: str, *,
-                  k: int = TOP_K, hop: int = HOP_FRAMES, top: int = 5,
-                  timeline: bool = True, which: str = 'best',
-                  echo=print) -> Identification:
-  """``experiments.identify`` as a function.
-
-  Raises:
-    query.QueryError, audio.AudioError: with a message for the user (missing,
-    unreadable or silent recording, bad index, another model's index).
-  """
-  from dccaflax import audio  # pylint: disable=g-import-not-at-top
-  from dccaflax import query  # pylint: disable=g-import-not-at-top
-  if k < 1 or hop < 1 or top < 1:
-    raise query.QueryError(f'--k, --hop and --top must be >= 1, got {k}, '
-                           f'{hop}, {top}')
-  samples = query.read_span(audio_path)      # refuses silence
-  spec = audio.spectrogram(samples)
-  model, idx = query.load_model_and_index(workdir, index_path, which)
-  seconds = len(samples) / snippets.SAMPLE_RATE
-  excerpt_s = snippets.SPEC_FRAMES / snippets.FPS
-  if spec.shape[1] < snippets.SPEC_FRAMES:
-    echo(f'note: the recording is {seconds:.2f} s, shorter than one window '
-         f'({excerpt_s:.2f} s): one window, padded with silence on both '
-         'sides (as training pads at piece edges)')
-  ident = identify(model, idx, spec, k, hop)
-  echo(f'{audio_path}: {seconds:.1f} s against {len(idx.pieces)} pieces '
-       f'({len(idx):,} sheet snippets, {idx.split} split)')
-  echo(format_identification(ident, top, timeline))
-  return ident

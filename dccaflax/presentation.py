@@ -6,6 +6,12 @@ use, so the library's computing modules never pull in matplotlib).
 
 from __future__ import annotations
 
+import numpy as np
+
+from dccaflax import identify
+from dccaflax import ranking as ranking_lib
+from dccaflax import snippets
+
 
 def _pyplot():
   """matplotlib.pyplot on the Agg backend (no display needed)."""
@@ -50,3 +56,116 @@ def plot_history(history: list[dict], path: str, title: str = '') -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def format_ranking(ranking: ranking_lib.Ranking, index) -> str:
+  """The ranked list as a text table (one line per result)."""
+  what = ('sheet snippets' if ranking.direction == 'audio->sheet'
+          else 'audio excerpts')
+  lines = [f'{ranking.direction}: top {len(ranking.results)} of '
+           f'{ranking.n_candidates:,} {what} ({index.split} split)']
+  lines.append(f'{"rank":>4}  {"score":>6}  {"piece":<32} {"bar":>4} '
+               f'{"onset":>5} {"time_s":>7}')
+  for r in ranking.results:
+    mark = '  <- true' if r.row == ranking.true_row else ''
+    lines.append(f'{r.rank:>4}  {r.score:6.3f}  {r.piece:<32} {r.bar:>4} '
+                 f'{r.onset:>5} {r.time_s:7.2f}{mark}')
+  if ranking.true_row is not None:
+    t = ranking.true_row
+    onset = ranking_lib.onset_number(index, t)
+    lines.append(f'true: {index.piece[t]} bar {index.bar[t]} onset {onset} '
+                 f'at {index.time_s(t):.2f} s, rank {ranking.true_rank} of '
+                 f'{ranking.n_candidates:,}')
+  return '\n'.join(lines)
+
+
+def figure(ranking: ranking_lib.Ranking, query: np.ndarray,
+           candidates: np.ndarray, out: str, title: str = '',
+           ncols: int = 5) -> str:
+  """Draws a query above its ranked results, like the paper's Figure 3.
+
+  Args:
+    ranking: from ``ranking.rank``.
+    query: ``(136, 100)`` spectrogram excerpt (audio->sheet) or ``(40, 100)``
+      sheet snippet (sheet->audio).
+    candidates: the results' snippets (audio->sheet: ``(R, 40, 100)``) or
+      excerpts (sheet->audio: ``(R, 136, 100)``), in rank order.
+    out: PNG path.
+    title: figure title.
+    ncols: results per row.
+
+  The number above the query is the rank of the correct result (when known);
+  the numbers above the results are their ranks (1 = best), the correct one
+  framed in green.
+  """
+  plt = _pyplot()
+  res = ranking.results
+  ncols = max(1, min(ncols, len(res)))
+  nrows = -(-len(res) // ncols)
+  a2s = ranking.direction == 'audio->sheet'
+  cell_h = 1.2 if a2s else 2.0
+  fig = plt.figure(figsize=(2.4 * ncols, 2.6 + cell_h * nrows))
+  gs = fig.add_gridspec(1 + nrows, ncols,
+                        height_ratios=[2.2 if a2s else 1.3] + [cell_h] * nrows,
+                        hspace=0.55, wspace=0.08)
+  ax = fig.add_subplot(gs[0, max(0, ncols // 2 - 1):ncols // 2 + 1 + (
+      ncols > 2)])
+  if a2s:
+    ax.imshow(query, origin='lower', aspect='auto', cmap='magma')
+  else:
+    ax.imshow(query, cmap='gray', vmin=0, vmax=255)
+  head = 'query: ' + ('audio excerpt (3.2 s)' if a2s else 'sheet snippet')
+  if ranking.true_rank is not None:
+    head = f'{ranking.true_rank}\n' + head + (
+        f' - correct result at rank {ranking.true_rank} of '
+        f'{ranking.n_candidates:,}')
+  ax.set_title(head, fontsize=9)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  for i, r in enumerate(res):
+    a = fig.add_subplot(gs[1 + i // ncols, i % ncols])
+    if a2s:
+      a.imshow(candidates[i], cmap='gray', vmin=0, vmax=255)
+    else:
+      a.imshow(candidates[i], origin='lower', aspect='auto', cmap='magma')
+    true = r.row == ranking.true_row
+    a.set_title(f'{r.rank}' + (' (correct)' if true else '')
+                + f'\n{r.piece[:30]}\nbar {r.bar}, {r.score:.2f}', fontsize=6.5,
+                color='green' if true else 'black')
+    a.set_xticks([])
+    a.set_yticks([])
+    for spine in a.spines.values():
+      spine.set_color('green' if true else '0.6')
+      spine.set_linewidth(3 if true else 0.8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.savefig(out, dpi=110, bbox_inches='tight')
+  plt.close(fig)
+  return out
+
+
+def format_identification(ident: identify.Identification, top: int = 5,
+                          timeline: bool = True) -> str:
+  """Ranked pieces and the winning piece's bar over time, as text."""
+  n_vote = int(ident.voting.sum())
+  hop_s = (float(np.diff(ident.centre_s[:2])[0]) if len(ident.centre_s) > 1
+           else identify.HOP_FRAMES / snippets.FPS)
+  lines = [f'{len(ident.centre_s)} windows of 3.2 s every '
+           f'{hop_s:.2f} s, {n_vote} voting; '
+           'score = votes (1/rank of each top-k hit) per voting window']
+  lines.append(f'{"rank":>4}  {"score":>6}  piece')
+  for i, (p, s) in enumerate(ident.ranking[:top], 1):
+    lines.append(f'{i:>4}  {s:6.3f}  {p}')
+  if timeline:
+    best = ident.ranking[0][0]
+    lines.append(f'best-matching position in {best} over time:')
+    lines.append(f'{"time_s":>8}  {"bar":>4}  {"hit_rank":>8}  {"score_s":>7}')
+    for t, v, b, r, st in zip(ident.centre_s, ident.voting, ident.best_bar,
+                              ident.best_rank, ident.best_time_s):
+      if not v:
+        lines.append(f'{t:8.2f}  {"":>4}  {"(quiet)":>8}')
+      elif b < 0:
+        lines.append(f'{t:8.2f}  {"-":>4}  {"-":>8}')
+      else:
+        lines.append(f'{t:8.2f}  {b:>4}  {r:>8}  {st:7.2f}')
+  return '\n'.join(lines)

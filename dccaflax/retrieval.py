@@ -15,6 +15,8 @@ partner counts as ranked ahead of it::
   rank_i = 1 + #{j != i : sim(q_i, c_j) >= sim(q_i, c_i)}
 
 so a model that maps everything to one point gets rank C, not 1.
+``partner_ranks`` applies it to many queries at once (JAX);
+``ranking.rank_of_score`` is the same rule for one query's scores (NumPy).
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ import sys
 from absl import app
 from absl import flags
 
+from dccaflax import audio
 from dccaflax import identify
+from experiments import commands
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
@@ -41,13 +43,11 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from dccaflax import audio  # pylint: disable=g-import-not-at-top
-  from dccaflax import query  # pylint: disable=g-import-not-at-top
   try:
-    identify.identify_file(_WORKDIR.value, _INDEX.value, _AUDIO.value,
+    commands.identify_file(_WORKDIR.value, _INDEX.value, _AUDIO.value,
                            k=_K.value, hop=_HOP.value, top=_TOP.value,
                            timeline=_TIMELINE.value, which=_WHICH.value)
-  except (query.QueryError, audio.AudioError) as e:
+  except (commands.QueryError, audio.AudioError) as e:
     sys.exit(f'error: {e}')
 
 

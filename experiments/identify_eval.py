@@ -58,7 +58,7 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from dccaflax import query  # pylint: disable=g-import-not-at-top
+  from experiments import commands  # pylint: disable=g-import-not-at-top
   try:
     tempos = [float(t) for t in _TEMPOS.value]
   except ValueError:
@@ -72,14 +72,14 @@ def main(argv):
     sys.exit(f'error: {e}')
   try:
     soundfont = identify_eval.eval_soundfont(_SOUNDFONT.value)
-    model, index = query.load_model_and_index(_WORKDIR.value, _INDEX.value,
-                                              _WHICH.value)
+    model, index = commands.load_model_and_index(_WORKDIR.value, _INDEX.value,
+                                                 _WHICH.value)
     if _LIMIT.value is not None and _LIMIT.value < 1:
-      raise query.QueryError(f'--limit must be >= 1, got {_LIMIT.value}')
+      raise commands.QueryError(f'--limit must be >= 1, got {_LIMIT.value}')
     result = identify_eval.evaluate(
         model, index, midi_dir, soundfont, tempos, limit=_LIMIT.value,
         workers=_WORKERS.value, k=_K.value, hop=_HOP.value)
-  except (FileNotFoundError, query.QueryError) as e:
+  except (FileNotFoundError, commands.QueryError) as e:
     sys.exit(f'error: {e}')
   result['workdir'] = os.path.abspath(_WORKDIR.value)
   result['index'] = os.path.abspath(_INDEX.value)

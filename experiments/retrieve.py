@@ -21,7 +21,7 @@ Sheet -> audio::
 
   --sheet: a 40x100 snippet as is, or a larger image of one staff, scaled so
   its staff lines are 4 px apart and cut around the staff (rules in
-  ``dccaflax.query``).  --piece/--notehead alone: the indexed snippet of the
+  ``dccaflax.frontends``).  --piece/--notehead alone: the indexed snippet of the
   N-th (0-based) onset of the piece (--modality audio: its audio excerpt
   queries the sheet snippets instead); the correct result is marked.
 
@@ -37,6 +37,9 @@ import sys
 
 from absl import app
 from absl import flags
+
+from dccaflax import audio
+from experiments import commands
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
@@ -68,16 +71,16 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from dccaflax import audio  # pylint: disable=g-import-not-at-top
-  from dccaflax import query  # pylint: disable=g-import-not-at-top
   try:
-    query.retrieve(
-        _WORKDIR.value, _INDEX.value, audio_path=_AUDIO.value,
-        start=_START.value, duration=_DURATION.value, sheet=_SHEET.value,
-        sheet_x=_SHEET_X.value, piece=_PIECE.value, notehead=_NOTEHEAD.value,
-        modality=_MODALITY.value, top=_TOP.value, figure_path=_FIGURE.value,
-        data_dir=_DATA_DIR.value, which=_WHICH.value, echo=print)
-  except (query.QueryError, audio.AudioError) as e:
+    with commands.as_flags('start', 'duration', 'notehead'):
+      commands.retrieve(
+          _WORKDIR.value, _INDEX.value, audio_path=_AUDIO.value,
+          start=_START.value, duration=_DURATION.value, sheet=_SHEET.value,
+          sheet_x=_SHEET_X.value, piece=_PIECE.value,
+          notehead=_NOTEHEAD.value, modality=_MODALITY.value, top=_TOP.value,
+          figure_path=_FIGURE.value, data_dir=_DATA_DIR.value,
+          which=_WHICH.value, echo=print)
+  except (commands.QueryError, audio.AudioError) as e:
     sys.exit(f'error: {e}')
 
 

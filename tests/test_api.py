@@ -52,7 +52,8 @@ except ImportError:
   pass
 import numpy as np
 import dccaflax
-from dccaflax import identify, index, query, retrieval  # inference modules
+from dccaflax import frontends, identify, index  # inference modules
+from dccaflax import presentation, ranking, retrieval
 model = dccaflax.load(sys.argv[1])
 s = dccaflax.embed_sheet(model, np.full((3, 40, 100), 255, np.uint8))
 a = dccaflax.embed_audio(model, np.zeros((3, 136, 100), np.float32))

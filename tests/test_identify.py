@@ -7,9 +7,11 @@ import pytest
 
 from data_prep import identify_eval
 from dccaflax import audio
+from dccaflax import frontends
 from dccaflax import identify
 from dccaflax import index as index_lib
-from dccaflax import query
+from dccaflax import presentation
+from experiments import commands
 from tests.test_index import run_cli
 
 
@@ -52,7 +54,7 @@ def test_vote_weights_ranks(index):
 def test_identifies_the_pipelines_own_rendering(recordings, model, index):
   """The wav is the pipeline's rendering of an indexed piece (FluidR3, 22,050
   Hz mono), the audio the model was trained on: it is found, far ahead."""
-  samples = query.read_span(recordings['wav'])
+  samples = frontends.read_span(recordings['wav'])
   ident = identify.identify(model, index, audio.spectrogram(samples))
   assert ident.ranking[0][0] == recordings['name'], ident.ranking
   assert ident.ranking[0][1] > 1.5 * ident.ranking[1][1]
@@ -64,7 +66,7 @@ def test_identifies_the_pipelines_own_rendering(recordings, model, index):
   t = ident.best_time_s[ident.best_rank > 0]
   corr = np.corrcoef(ident.centre_s[ident.best_rank > 0], t)[0, 1]
   assert corr > 0.3, corr
-  text = identify.format_identification(ident)
+  text = presentation.format_identification(ident)
   assert recordings['name'] in text.splitlines()[2]
 
 
@@ -76,7 +78,7 @@ def test_an_mp3_made_outside_is_identified_like_the_pipeline_audio(
   identification is that audio's: the same votes, window by window.  (How
   well the tiny fixture model knows a timbre it never heard is not this
   test's business: the evaluation on unseen soundfonts measures that.)"""
-  spec = audio.spectrogram(query.read_span(recordings['mp3']))
+  spec = audio.spectrogram(frontends.read_span(recordings['mp3']))
   ref = audio.spectrogram(recordings['mp3_mono'])
   n = min(spec.shape[1], ref.shape[1])
   assert abs(spec.shape[1] - ref.shape[1]) <= 1    # codec padding at most
@@ -114,7 +116,7 @@ def test_identify_entry_point(recordings, real_model, real_index, tmp_path):
 def test_short_recordings_are_one_padded_window(recordings, real_model,
                                                 real_index):
   printed = []
-  ident = identify.identify_file(str(real_model), str(real_index),
+  ident = commands.identify_file(str(real_model), str(real_index),
                                  str(recordings['short']), echo=printed.append)
   assert len(ident.centre_s) == 1 and ident.voting.all()
   assert 'shorter than one window' in printed[0]
@@ -131,12 +133,12 @@ def test_an_index_of_another_model_is_refused(real_model, real_data,
   rc, log = run_cli('experiments.identify', '--workdir', real_model,
                     '--index', path, '--audio', recordings['wav'])
   assert rc != 0 and 'error: ' in log and 'another model' in log, log
-  # retrieve and identify_eval share query.load_model_and_index.
-  with pytest.raises(query.QueryError, match='built by another model'):
-    query.retrieve(str(real_model), str(path),
-                   audio_path=str(recordings['wav']))
-  with pytest.raises(query.QueryError, match='built by another model'):
-    query.load_model_and_index(str(real_model), str(path))
+  # retrieve and identify_eval share commands.load_model_and_index.
+  with pytest.raises(frontends.QueryError, match='built by another model'):
+    commands.retrieve(str(real_model), str(path),
+                      audio_path=str(recordings['wav']))
+  with pytest.raises(frontends.QueryError, match='built by another model'):
+    commands.load_model_and_index(str(real_model), str(path))
 
 
 def test_evaluation_on_an_unseen_soundfont(real_model, real_index, real_midi,

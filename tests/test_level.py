@@ -11,13 +11,14 @@ import soundfile
 
 import dccaflax
 from dccaflax import audio
+from dccaflax import frontends
 from dccaflax import identify
 from dccaflax import index as index_lib
 from dccaflax import level
 from dccaflax import models
-from dccaflax import query
 from dccaflax import snippets
 from dccaflax import train_lib
+from experiments import commands
 from tests.test_index import run_cli
 
 GAINS = (0.1, 0.3, 2.0, 10.0)    # -20 to +20 dB
@@ -122,7 +123,7 @@ def test_level_normalised_audio_tower_ignores_the_gain(recordings):
                                        towers[level.NONE])
   gains = (1.0, *GAINS)
   for which in ('wav', 'mp3'):
-    spec = audio.spectrogram(query.read_span(recordings[which]))
+    spec = audio.spectrogram(frontends.read_span(recordings[which]))
     _, excerpts, _ = identify.windows(spec)
     x = np.concatenate([level.relevel(excerpts, g) for g in gains])
     for method, model in towers.items():
@@ -158,15 +159,15 @@ def test_identify_and_retrieve_ignore_the_recordings_level(
   path = recordings[which]
   if which == 'mp3':   # decoded once, so every level has the same samples
     path = _scaled(path, 1.0, tmp_path)
-  base_spec = audio.spectrogram(query.read_span(path))
+  base_spec = audio.spectrogram(frontends.read_span(path))
   base = identify.identify(model, index, base_spec)
   base_emb = dccaflax.embed_audio(model, identify.windows(base_spec)[1])
-  top = query.retrieve(str(real_model), str(real_index),
-                       audio_path=str(path), start=12, duration=3.2, top=10,
-                       echo=lambda *a: None)
+  top = commands.retrieve(str(real_model), str(real_index),
+                          audio_path=str(path), start=12, duration=3.2,
+                          top=10, echo=lambda *a: None)
   for db in (-20, 12):
     scaled = _scaled(path, 10 ** (db / 20), tmp_path)
-    spec = audio.spectrogram(query.read_span(scaled))
+    spec = audio.spectrogram(frontends.read_span(scaled))
     emb = dccaflax.embed_audio(model, identify.windows(spec)[1])
     assert np.sum(emb * base_emb, axis=1).min() >= 0.99, db
     got = identify.identify(model, index, spec)
@@ -174,9 +175,9 @@ def test_identify_and_retrieve_ignore_the_recordings_level(
     np.testing.assert_allclose([v for _, v in got.ranking],
                                [v for _, v in base.ranking], atol=1e-3)
     np.testing.assert_array_equal(got.best_rank, base.best_rank)
-    ranking = query.retrieve(str(real_model), str(real_index),
-                             audio_path=str(scaled), start=12, duration=3.2,
-                             top=10, echo=lambda *a: None)
+    ranking = commands.retrieve(str(real_model), str(real_index),
+                                audio_path=str(scaled), start=12,
+                                duration=3.2, top=10, echo=lambda *a: None)
     assert [r.row for r in ranking.results] == [r.row for r in top.results]
 
 

@@ -6,9 +6,12 @@ import soundfile
 
 import dccaflax
 from dccaflax import audio
+from dccaflax import frontends
 from dccaflax import input_pipeline
-from dccaflax import query
+from dccaflax import presentation
+from dccaflax import ranking as ranking_lib
 from dccaflax import snippets
+from experiments import commands
 from tests.test_index import run_cli
 
 
@@ -17,14 +20,14 @@ def test_audio_query_is_the_training_excerpt(recordings, tmp_path):
   spec = audio.spectrogram(wave)
   # A span: the excerpt is centred on the span's middle frame, and only the
   # span's audio is used.
-  q = query.audio_query(recordings['wav'], start=10.0, duration=3.2)
+  q = frontends.audio_query(recordings['wav'], start=10.0, duration=3.2)
   span = wave[220500:220500 + int(3.2 * 22050)]
   want = snippets.spec_excerpt(audio.spectrogram(span), 50)
   np.testing.assert_allclose(q.excerpt, want, atol=1e-5)
   assert q.excerpt.shape == (136, 100) and q.notes == ()
   assert q.centre_s == pytest.approx(10.0 + 50 / 31.25)
   # Whole file: the central 3.2 s, said so.
-  q = query.audio_query(recordings['wav'])
+  q = frontends.audio_query(recordings['wav'])
   np.testing.assert_allclose(
       q.excerpt, snippets.spec_excerpt(spec, spec.shape[1] // 2), atol=1e-5)
   assert 'central 3.20 s' in q.notes[0]
@@ -33,13 +36,13 @@ def test_audio_query_is_the_training_excerpt(recordings, tmp_path):
 def test_stereo_44k_mp3_goes_through_the_same_front_end(recordings):
   assert soundfile.info(recordings['mp3']).channels == 2
   assert soundfile.info(recordings['mp3']).samplerate == 44100
-  q = query.audio_query(recordings['mp3'], start=5, duration=4)
+  q = frontends.audio_query(recordings['mp3'], start=5, duration=4)
   assert q.excerpt.shape == (136, 100) and np.all(np.isfinite(q.excerpt))
   assert q.excerpt.max() > 1.0    # music, not silence
 
 
 def test_short_recordings_are_padded_with_silence(recordings):
-  q = query.audio_query(recordings['short'])
+  q = frontends.audio_query(recordings['short'])
   assert 'shorter than one excerpt' in q.notes[0] and 'padded' in q.notes[0]
   frames = audio.num_frames(26460)           # 1.2 s -> 38 frames
   left = 50 - frames // 2
@@ -49,20 +52,20 @@ def test_short_recordings_are_padded_with_silence(recordings):
 
 
 def test_bad_audio_is_refused_with_a_clear_message(recordings, tmp_path):
-  with pytest.raises(query.QueryError, match='recording is silent'):
-    query.audio_query(recordings['silent'])
-  with pytest.raises(query.QueryError, match='span 30-32 s .* is silent'):
+  with pytest.raises(frontends.QueryError, match='recording is silent'):
+    frontends.audio_query(recordings['silent'])
+  with pytest.raises(frontends.QueryError, match='span 30-32 s .* is silent'):
     tail = tmp_path / 'tail.wav'
     wave = np.concatenate([np.random.default_rng(0).normal(0, .1, 22050 * 30),
                            np.zeros(22050 * 5)]).astype(np.float32)
     soundfile.write(tail, wave, 22050)
-    query.audio_query(tail, start=30, duration=2)
+    frontends.audio_query(tail, start=30, duration=2)
   with pytest.raises(audio.AudioError, match='no such file'):
-    query.audio_query(tmp_path / 'missing.wav')
+    frontends.audio_query(tmp_path / 'missing.wav')
   with pytest.raises(audio.AudioError, match='cannot read audio'):
-    query.audio_query(recordings['garbage'])
+    frontends.audio_query(recordings['garbage'])
   with pytest.raises(audio.AudioError, match='offset past the end'):
-    query.audio_query(recordings['short'], start=100)
+    frontends.audio_query(recordings['short'], start=100)
 
 
 def test_sheet_images(real_data, model, tmp_path):
@@ -73,7 +76,7 @@ def test_sheet_images(real_data, model, tmp_path):
   snippet = snippets.sheet_snippet(strip, x)
   # A 40 x 100 snippet is used as is.
   Image.fromarray(snippet).save(tmp_path / 's.png')
-  got, notes = query.sheet_from_image(tmp_path / 's.png')
+  got, notes = frontends.sheet_from_image(tmp_path / 's.png')
   np.testing.assert_array_equal(got, snippet)
   assert notes == ()
   # A 3x larger crop of the staff (as RGB, with extra paper above) is
@@ -84,7 +87,7 @@ def test_sheet_images(real_data, model, tmp_path):
                                                 Image.Resampling.BICUBIC))
   big = np.concatenate([np.full((30, 300), 255, np.uint8), big])
   Image.fromarray(np.stack([big] * 3, -1)).save(tmp_path / 'big.png')
-  got, notes = query.sheet_from_image(tmp_path / 'big.png')
+  got, notes = frontends.sheet_from_image(tmp_path / 'big.png')
   scale = float(notes[0].split('scaled by ')[1].split()[0])
   assert scale == pytest.approx(1 / 3, abs=0.015), notes
   # Resampling blurs 1-px lines, but it is the same snippet, in place: half
@@ -98,32 +101,32 @@ def test_sheet_images(real_data, model, tmp_path):
   emb = dccaflax.embed_sheet(model, np.stack([got, snippet]))
   assert emb.shape == (2, model.config.out_dim) and np.isfinite(emb).all()
   # Staff lines found in the strip itself.
-  lines = query.staff_lines(strip[:, :400].astype(np.float32))
+  lines = frontends.staff_lines(strip[:, :400].astype(np.float32))
   assert lines is not None and np.mean(np.diff(lines)) == pytest.approx(
-      query.STAFF_SPACE, abs=0.3)
+      frontends.STAFF_SPACE, abs=0.3)
   assert lines[2] - snippets.STRIP_MARGIN == pytest.approx(
-      query.STAFF_MIDDLE_ROW, abs=1)
+      frontends.STAFF_MIDDLE_ROW, abs=1)
   Image.fromarray(np.full((60, 200), 255, np.uint8)).save(tmp_path / 'w.png')
-  with pytest.raises(query.QueryError, match='blank'):
-    query.sheet_from_image(tmp_path / 'w.png')
+  with pytest.raises(frontends.QueryError, match='blank'):
+    frontends.sheet_from_image(tmp_path / 'w.png')
   (tmp_path / 'bad.png').write_bytes(b'no image')
-  with pytest.raises(query.QueryError, match='cannot read image'):
-    query.sheet_from_image(tmp_path / 'bad.png')
-  with pytest.raises(query.QueryError, match='no such image'):
-    query.sheet_from_image(tmp_path / 'missing.png')
+  with pytest.raises(frontends.QueryError, match='cannot read image'):
+    frontends.sheet_from_image(tmp_path / 'bad.png')
+  with pytest.raises(frontends.QueryError, match='no such image'):
+    frontends.sheet_from_image(tmp_path / 'missing.png')
 
 
 def test_indexed_pair_queries_rank_their_partner(index, real_index,
                                                  real_model, tmp_path):
   name = index.pieces[1]
-  row = query.indexed_row(index, name, 40)
+  row = ranking_lib.indexed_row(index, name, 40)
   assert index.piece[row] == name and row == index.rows_of(name)[40]
   for direction, emb, other in (
       ('sheet->audio', index.sheet_emb, index.audio_emb),
       ('audio->sheet', index.audio_emb, index.sheet_emb)):
     ranks = []
     for r in [row, *index.rows_of(name)[::10]]:
-      ranking = query.rank(index, emb[r], direction, k=10, true_row=r)
+      ranking = ranking_lib.rank(index, emb[r], direction, k=10, true_row=r)
       scores = [x.score for x in ranking.results]
       assert scores == sorted(scores, reverse=True)
       # The partner's rank, ties counted against the query.
@@ -136,35 +139,35 @@ def test_indexed_pair_queries_rank_their_partner(index, real_index,
     # Far above chance (median 329 of 658 candidates); 7-27 seen for the
     # fixture model on several CPUs and seeds.
     assert np.median(ranks[1:]) <= 100, (direction, ranks)
-  ranking = query.rank(index, index.audio_emb[row], 'audio->sheet', k=10,
-                       true_row=row)
-  text = query.format_ranking(ranking, index)
+  ranking = ranking_lib.rank(index, index.audio_emb[row], 'audio->sheet',
+                             k=10, true_row=row)
+  text = presentation.format_ranking(ranking, index)
   assert f'rank {ranking.true_rank} of 658' in text
   out = tmp_path / 'fig.png'
   printed = []
-  query.retrieve(str(real_model), str(real_index), piece=name, notehead=40,
-                 modality='audio', top=6, figure_path=str(out),
-                 echo=printed.append)
+  commands.retrieve(str(real_model), str(real_index), piece=name,
+                    notehead=40, modality='audio', top=6,
+                    figure_path=str(out), echo=printed.append)
   assert out.stat().st_size > 10000
   assert 'audio->sheet: top 6 of 658 sheet snippets' in printed[0]
-  with pytest.raises(query.QueryError, match='did you mean'):
-    query.indexed_row(index, name[:-1] + 'x', 3)
-  with pytest.raises(query.QueryError, match='unknown piece'):
-    query.retrieve(str(real_model), str(real_index), piece='no_such_piece',
-                   notehead=3)
-  with pytest.raises(query.QueryError, match='noteheads'):
-    query.indexed_row(index, name, 10_000)
+  with pytest.raises(frontends.QueryError, match='did you mean'):
+    ranking_lib.indexed_row(index, name[:-1] + 'x', 3)
+  with pytest.raises(frontends.QueryError, match='unknown piece'):
+    commands.retrieve(str(real_model), str(real_index),
+                      piece='no_such_piece', notehead=3)
+  with pytest.raises(frontends.QueryError, match='noteheads'):
+    ranking_lib.indexed_row(index, name, 10_000)
 
 
 def test_audio_to_sheet_on_a_real_synthesized_piece(recordings, index,
                                                     real_model, real_index,
                                                     tmp_path):
   printed = []
-  ranking = query.retrieve(str(real_model), str(real_index),
-                           audio_path=str(recordings['wav']), start=20,
-                           duration=3.2, piece=recordings['name'], top=10,
-                           figure_path=str(tmp_path / 'a2s.png'),
-                           echo=printed.append)
+  ranking = commands.retrieve(str(real_model), str(real_index),
+                              audio_path=str(recordings['wav']), start=20,
+                              duration=3.2, piece=recordings['name'], top=10,
+                              figure_path=str(tmp_path / 'a2s.png'),
+                              echo=printed.append)
   truth = ranking.true_row
   assert index.piece[truth] == recordings['name']
   assert abs(index.time_s(truth) - 21.6) < 0.5
@@ -175,10 +178,11 @@ def test_audio_to_sheet_on_a_real_synthesized_piece(recordings, index,
   # fixture model on several CPUs and seeds; one span alone varies more).
   hits, ranks = [], []
   for start in range(5, 45, 5):
-    ranking = query.retrieve(str(real_model), str(real_index),
-                             audio_path=str(recordings['wav']), start=start,
-                             duration=3.2, piece=recordings['name'], top=10,
-                             echo=printed.append)
+    ranking = commands.retrieve(str(real_model), str(real_index),
+                                audio_path=str(recordings['wav']),
+                                start=start, duration=3.2,
+                                piece=recordings['name'], top=10,
+                                echo=printed.append)
     hits.append([r.piece for r in ranking.results].count(recordings['name']))
     ranks.append(ranking.true_rank)
   assert np.median(hits) >= 5, (hits, ranks)
@@ -200,6 +204,9 @@ def test_retrieve_entry_point(recordings, real_model, real_index, tmp_path):
       (['--audio', tmp_path / 'missing.ogg'], 'no such file'),
       (['--audio', recordings['garbage']], 'cannot read audio'),
       ([], 'nothing to query'),
+      # The library's 'notehead must be ...' reported as the flag's.
+      (['--piece', recordings['name'], '--notehead', 10_000],
+       '--notehead must be in [0, '),
   ):
     rc, log = run_cli('experiments.retrieve', '--workdir', real_model,
                       '--index', real_index, *args)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from dccaflax import ranking
 from dccaflax import retrieval
 
 
@@ -57,6 +58,11 @@ def test_tie_rule_counts_against_query():
                      np.float32)
   m = retrieval.rank_metrics(queries, cands, ks=(1, 2))
   np.testing.assert_array_equal(m['ranks'], [2, 2, 2, 5, 1])
+  # The same rule for one query's scores (ranking, identify).
+  sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+      cands / np.linalg.norm(cands, axis=1, keepdims=True)).T
+  assert [ranking.rank_of_score(sims[i], sims[i, i])
+          for i in range(len(queries))] == [2, 2, 2, 5, 1]
   assert m['R@1'] == pytest.approx(20.0)
   assert m['R@2'] == pytest.approx(80.0)
   assert m['MR'] == pytest.approx(2.0)
