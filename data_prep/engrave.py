@@ -20,8 +20,8 @@ Pipeline per piece:
    system is cut out around its middle staff line, the systems are joined
    left to right (``SYSTEM_GAP_PX`` of paper between them; the clef and key
    at each system start are kept) and the strip is box-filtered by
-   ``SUPERSAMPLE`` = 5 to ``PX_PER_SPACE`` = 4 px between staff lines, the
-   middle line centred on row ``STRIP_HEIGHT // 2``.
+   ``SUPERSAMPLE`` = 5 to ``frontends.STAFF_SPACE`` = 4 px between staff
+   lines, the middle line centred on row ``STRIP_HEIGHT // 2``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from dccaflax import frontends
 from dccaflax.snippets import PAPER, STRIP_HEIGHT
 from data_prep.melody import Melody, bar_ticks
 
-PX_PER_SPACE = 4          # px between staff lines in the strip
 SYSTEM_GAP_PX = 8         # px of paper between concatenated systems
 LILYPOND_VERSION = '2.25.12'
 EXECUTABLE_ENV_VAR = 'DCCAFLAX_LILYPOND'
@@ -436,7 +436,8 @@ def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
 RESOLUTION_DPI = 288      # LilyPond PNG resolution: 20 px per staff space
 STAFF_SPACE_PT = 5.0      # staff size 20 pt = 4 staff spaces
 _HI_PX_PER_SPACE = RESOLUTION_DPI * STAFF_SPACE_PT / 72.0
-SUPERSAMPLE = int(round(_HI_PX_PER_SPACE / PX_PER_SPACE))   # 5: box-filter factor
+# 5: box-filter factor down to the strip's staff spacing
+SUPERSAMPLE = int(round(_HI_PX_PER_SPACE / frontends.STAFF_SPACE))
 _LINK_RE = re.compile(
     rb'/QuadPoints \[ ([-\d. ]+) \].*?/URI \(textedit://[^)]*?:(\d+):(\d+):\d+\)', re.S)
 _MEDIABOX_RE = re.compile(rb'/MediaBox \[ ?([-\d. ]+)\]')
@@ -476,6 +477,10 @@ def pdf_links(pdf: bytes, dpi: float = RESOLUTION_DPI):
 
 def find_staves(page: np.ndarray, spacing: float = _HI_PX_PER_SPACE):
   """Five-line staves on a rendered page.
+
+  Every staff of a clean page at a known line spacing, with its column
+  extent (``frontends.staff_lines`` instead finds the one staff of a user's
+  image at an unknown spacing).
 
   Args:
     page: ``(H, W)`` uint8 grey page, 255 = paper.
