@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dccaflax import audio
-from dccaflax import input_pipeline
+from dccaflax import pieceset
 from dccaflax import snippets
 
 
@@ -99,7 +99,7 @@ def rendering_spectrograms(ex) -> list[tuple[str, np.ndarray, np.ndarray]]:
   """``[(tag, spec (136, T) float32, onset frames (P,))]`` of every rendering
   of a ``pieces`` example, the primary first."""
   return [(tag, audio.dequantize(codes, scale), frames) for tag, codes, scale,
-          frames in input_pipeline.piece_renderings(ex)]
+          frames in pieceset.piece_renderings(ex)]
 
 
 def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:

@@ -30,6 +30,7 @@ from dccaflax import batching
 from dccaflax import cca
 from dccaflax import input_pipeline
 from dccaflax import models
+from dccaflax import pieceset
 from dccaflax import retrieval
 
 BEST_METRIC = 'val/R@10'   # mean of audio->sheet and sheet->audio R@10
@@ -50,13 +51,13 @@ _CUT_BATCH = 2000   # windows cut per call in ``embed_piece_set``
 
 @functools.partial(jax.jit, static_argnames=('model',))
 def outputs_at(model: models.DCCAModel, variables: dict,
-               arrays: input_pipeline.Arrays, idx: jax.Array
+               arrays: pieceset.Arrays, idx: jax.Array
                ) -> tuple[jax.Array, jax.Array]:
   """Tower outputs (eval mode) of one batch of pairs cut on the device.
 
   Args:
     model: the towers; variables: {'params', 'batch_stats'}.
-    arrays: device ``input_pipeline.Arrays``; windows of rendering 0.
+    arrays: device ``pieceset.Arrays``; windows of rendering 0.
     idx: (B,) int32 pair indices.
 
   Returns:
@@ -72,7 +73,7 @@ def _outputs_of(model, variables, sheets, specs):
 
 
 def tower_outputs(model: models.DCCAModel, variables: dict,
-                  arrays: input_pipeline.Arrays, idx: np.ndarray,
+                  arrays: pieceset.Arrays, idx: np.ndarray,
                   batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
   """Tower outputs (eval mode) of pairs ``idx`` of device ``arrays``.
 
@@ -117,7 +118,7 @@ def validation_subset(n: int, size: int) -> np.ndarray:
 
 
 def fit_projection(model: models.DCCAModel, variables: dict,
-                   arrays: input_pipeline.Arrays, idx: np.ndarray,
+                   arrays: pieceset.Arrays, idx: np.ndarray,
                    reg: float = cca.DEFAULT_REG,
                    batch_size: int = 500) -> cca.Projection:
   """Linear CCA on the towers' outputs of training pairs ``idx``
@@ -144,8 +145,8 @@ def heldout_correlation(px: np.ndarray, py: np.ndarray) -> float:
 
 
 def validate(model: models.DCCAModel, variables: dict,
-             train_arrays: input_pipeline.Arrays, fit_idx: np.ndarray,
-             val_arrays: input_pipeline.Arrays, val_idx: np.ndarray,
+             train_arrays: pieceset.Arrays, fit_idx: np.ndarray,
+             val_arrays: pieceset.Arrays, val_idx: np.ndarray,
              reg: float, batch_size: int
              ) -> tuple[cca.Projection, dict[str, float]]:
   """CCA fit on training pairs, then validation metrics.
@@ -186,7 +187,7 @@ def validate(model: models.DCCAModel, variables: dict,
 # --------------------------------------------------------------------------
 
 
-def embed_piece_set(model: api.Model, pieces: input_pipeline.PieceSet
+def embed_piece_set(model: api.Model, pieces: pieceset.PieceSet
                     ) -> tuple[np.ndarray, np.ndarray]:
   """Unit-norm CCA-space (sheet, audio) embeddings (``api.embed_*``) of every
   pair of a ``PieceSet``, windows cut on the device: (N, k) each."""

@@ -46,6 +46,7 @@ from dccaflax import api
 from dccaflax import batching
 from dccaflax import input_pipeline
 from dccaflax import level
+from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import snippets
 
@@ -237,7 +238,7 @@ def build(model, data_dir: str, split: str = 'test',
     audio_emb[start:stop] = api.embed_audio(
         model, np.stack([ex['spec'] for ex in exs]))
     for i, ex in enumerate(exs, start):
-      piece[i] = input_pipeline.text(ex['piece'])
+      piece[i] = pieceset.text(ex['piece'])
       notehead_x[i] = ex['notehead_x']
       onset_frame[i] = ex['onset_frame']
       bar[i] = ex['bar']
@@ -275,10 +276,10 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
                          'the data changed since the index was built')
   exs = source.__getitems__(rows) if rows else []
   for r, ex in zip(rows, exs):
-    if (input_pipeline.text(ex['piece']) != index.piece[r]
+    if (pieceset.text(ex['piece']) != index.piece[r]
         or int(ex['onset_frame']) != int(index.onset_frame[r])):
       raise IndexFileError(
-          f'row {r} of the data is {input_pipeline.text(ex["piece"])}@'
+          f'row {r} of the data is {pieceset.text(ex["piece"])}@'
           f'{ex["onset_frame"]}, the index says {index.piece[r]}@'
           f'{index.onset_frame[r]}: the data changed since the index was '
           'built')

@@ -5,7 +5,7 @@ batch 100, learning rate 0.1 halved every 25 epochs, loss = minus the total
 canonical correlation of the two towers' outputs on the batch
 (``cca.dcca_loss``).
 
-Data stay on the device: a ``input_pipeline.PieceSet`` is put there once and
+Data stay on the device: a ``pieceset.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
 pair indices, with augmentation drawn on the device (sheet shifts, onset
 jitter, a uniform choice among the prepared audio renderings loaded with
@@ -38,6 +38,7 @@ from dccaflax import config as config_lib
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import models
+from dccaflax import pieceset
 from dccaflax import snippets
 
 
@@ -60,7 +61,7 @@ def augment_of(config: config_lib.TrainConfig) -> Augment:
   """
   aug = Augment(config.aug_dx, config.aug_dy, config.aug_dframe,
                 float(config.aug_gain_db), float(config.aug_gain_curve_db))
-  input_pipeline.check_augmentation(aug.dx, aug.dy, aug.dframe)
+  pieceset.check_augmentation(aug.dx, aug.dy, aug.dframe)
   if not (aug.gain_db >= 0 and aug.curve_db >= 0):
     raise ValueError('aug_gain_db and aug_gain_curve_db must be >= 0, got '
                      f'{aug.gain_db} and {aug.curve_db}')
@@ -176,7 +177,7 @@ def _constrain(x, sharding):
       x, sharding)
 
 
-def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
+def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
           reg: float, augment: Augment, seed: int,
           batch_sharding) -> tuple[TrainState, dict]:
@@ -222,7 +223,7 @@ def _step(state: TrainState, arrays: input_pipeline.Arrays, idx: jax.Array,
 @functools.partial(jax.jit, static_argnames=(
     'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
     'batch_sharding'))
-def train_chunk(state: TrainState, arrays: input_pipeline.Arrays,
+def train_chunk(state: TrainState, arrays: pieceset.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
@@ -277,7 +278,7 @@ def train_chunk(state: TrainState, arrays: input_pipeline.Arrays,
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
                                              'augment', 'seed',
                                              'batch_sharding'))
-def train_step(state: TrainState, arrays: input_pipeline.Arrays,
+def train_step(state: TrainState, arrays: pieceset.Arrays,
                idx: jax.Array, *, model: models.DCCAModel,
                optimizer: optax.GradientTransformation, reg: float,
                augment: Augment = Augment(), seed: int = 0,
@@ -288,7 +289,7 @@ def train_step(state: TrainState, arrays: input_pipeline.Arrays,
 
   Args:
     state: current ``TrainState``.
-    arrays: device ``input_pipeline.Arrays`` of the training pieces.
+    arrays: device ``pieceset.Arrays`` of the training pieces.
     idx: (B,) int32 pair indices.
     model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
     augment: static ``Augment`` maxima (or ``(max_dx, max_dy,

@@ -38,6 +38,7 @@ from dccaflax import checkpoints
 from dccaflax import config as config_lib
 from dccaflax import evaluation
 from dccaflax import input_pipeline
+from dccaflax import pieceset
 from dccaflax import presentation
 from dccaflax import sharding
 from dccaflax import steps as steps_lib
@@ -48,8 +49,8 @@ class NonFiniteError(FloatingPointError):
 
 
 def train_and_evaluate(config: config_lib.TrainConfig, workdir: str,
-                       train_set: Optional[input_pipeline.PieceSet] = None,
-                       val_set: Optional[input_pipeline.PieceSet] = None,
+                       train_set: Optional[pieceset.PieceSet] = None,
+                       val_set: Optional[pieceset.PieceSet] = None,
                        ) -> steps_lib.TrainState:
   """Trains, evaluates and checkpoints; resumes from ``workdir`` if possible.
 

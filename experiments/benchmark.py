@@ -53,8 +53,8 @@ import numpy as np
 from dccaflax import audio
 from dccaflax import config as config_lib
 from dccaflax import evaluation
-from dccaflax import input_pipeline
 from dccaflax import models
+from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import snippets
 from dccaflax import steps
@@ -97,16 +97,16 @@ _TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'Path of '
 
 
 def synthetic_arrays(n_pairs: int, seed: int = 0,
-                     renderings: int = 1) -> input_pipeline.Arrays:
+                     renderings: int = 1) -> pieceset.Arrays:
   """Device ``Arrays`` like a ``PieceSet`` of ``n_pairs`` pairs.
 
   One long "piece" with a pair every 15 px / 12 frames (the Nottingham
   averages), random pixels and spectrogram codes, in ``renderings``
-  renderings of equal length, laid out by ``input_pipeline.concat_pieces``
+  renderings of equal length, laid out by ``pieceset.concat_pieces``
   as training lays out real pieces.
 
   Returns:
-    ``input_pipeline.Arrays`` on the default device.
+    ``pieceset.Arrays`` on the default device.
   """
   rng = np.random.default_rng(seed)
   frames = 12 * n_pairs
@@ -125,7 +125,7 @@ def synthetic_arrays(n_pairs: int, seed: int = 0,
       'extra_frames': [frames] * (renderings - 1),
       'extra_scales': [3.0] * (renderings - 1),
       'extra_onsets': [onsets] * (renderings - 1)}
-  return jax.device_put(input_pipeline.concat_pieces([piece], 'all').arrays)
+  return jax.device_put(pieceset.concat_pieces([piece], 'all').arrays)
 
 
 def time_call(fn: Callable[[], object], repeats: int) -> float:
@@ -146,7 +146,7 @@ def time_call(fn: Callable[[], object], repeats: int) -> float:
 
 def bench_train(width: float, dtype: str, batch_size: int,
                 steps_per_dispatch: int, repeats: int,
-                arrays: Optional[input_pipeline.Arrays] = None,
+                arrays: Optional[pieceset.Arrays] = None,
                 train_pairs: int = TRAIN_PAIRS) -> dict:
   """Pairs/s of ``steps.train_chunk`` (the training loop's call).
 
@@ -185,7 +185,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
 
 
 def bench_embed(width: float, dtype: str, batch_size: int, repeats: int,
-                arrays: Optional[input_pipeline.Arrays] = None) -> dict:
+                arrays: Optional[pieceset.Arrays] = None) -> dict:
   """Pairs/s of both towers in eval mode on windows cut on the device.
 
   Returns:

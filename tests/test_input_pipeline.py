@@ -6,6 +6,7 @@ import pytest
 
 from dccaflax import audio
 from dccaflax import input_pipeline as ip
+from dccaflax import pieceset
 from dccaflax import snippets
 from tests.conftest import synthetic_split
 from tests.conftest import with_synthetic_renderings
@@ -54,7 +55,7 @@ def _expected(pieces, ps, dx=0, dy=0, dframe=0):
 
 def test_windows_equal_snippets_at_the_edges():
   pieces = _edge_pieces()
-  ps = ip.concat_pieces(pieces)
+  ps = pieceset.concat_pieces(pieces)
   sheets, specs = _cut(ps)
   assert sheets.dtype == np.uint8 and sheets.shape == (len(ps), 40, 100)
   assert specs.dtype == np.float32 and specs.shape == (len(ps), 136, 100)
@@ -64,11 +65,11 @@ def test_windows_equal_snippets_at_the_edges():
 
 
 @pytest.mark.parametrize('dx, dy, dframe', [
-    (ip.MAX_DX, ip.MAX_DY, ip.MAX_DFRAME),
-    (-ip.MAX_DX, -ip.MAX_DY, -ip.MAX_DFRAME), (3, -2, 1)])
+    (pieceset.MAX_DX, pieceset.MAX_DY, pieceset.MAX_DFRAME),
+    (-pieceset.MAX_DX, -pieceset.MAX_DY, -pieceset.MAX_DFRAME), (3, -2, 1)])
 def test_shifted_windows_equal_shifted_snippets(dx, dy, dframe):
   pieces = _edge_pieces()
-  ps = ip.concat_pieces(pieces)
+  ps = pieceset.concat_pieces(pieces)
   sheets, specs = _cut(ps, dx, dy, dframe)
   want_sheets, want_specs = _expected(pieces, ps, dx, dy, dframe)
   np.testing.assert_array_equal(sheets, want_sheets)
@@ -77,9 +78,9 @@ def test_shifted_windows_equal_shifted_snippets(dx, dy, dframe):
 
 def test_per_example_offsets():
   pieces = _edge_pieces()
-  ps = ip.concat_pieces(pieces)
-  dx, dy, dframe = ip.random_offsets(jax.random.key(3), len(ps), ip.MAX_DX,
-                                     ip.MAX_DY, ip.MAX_DFRAME)
+  ps = pieceset.concat_pieces(pieces)
+  dx, dy, dframe = ip.random_offsets(jax.random.key(3), len(ps), pieceset.MAX_DX,
+                                     pieceset.MAX_DY, pieceset.MAX_DFRAME)
   sheets, specs = _cut(ps, dx, dy, dframe)
   for i in range(len(ps)):
     p = pieces[ps.piece_id[i]]
@@ -99,34 +100,34 @@ def test_random_offsets_range_and_determinism():
   zero = ip.random_offsets(jax.random.key(0), 8)
   assert all(not np.any(v) for v in zero)
   with pytest.raises(ValueError, match='max_dx'):
-    ip.random_offsets(jax.random.key(0), 8, ip.MAX_DX + 1)
+    ip.random_offsets(jax.random.key(0), 8, pieceset.MAX_DX + 1)
 
 
 def test_concat_layout_and_errors():
   pieces = synthetic_split(5, 3)
-  ps = ip.concat_pieces(pieces)
+  ps = pieceset.concat_pieces(pieces)
   assert len(ps) == sum(len(p['onset_frames']) for p in pieces)
   assert ps.names == tuple(p['piece'] for p in pieces)
   assert ps.renderings == ('primary',) and ps.arrays.frame.shape == (
       1, len(ps))
   # A float spectrogram is stored as the 6-bit codes the TFDS data hold.
-  floats = ip.concat_pieces([
+  floats = pieceset.concat_pieces([
       {k: v for k, v in p.items() if k not in ('spec_codes', 'spec_scale')}
       for p in pieces])
   for a, b in zip(ps.arrays, floats.arrays):
     np.testing.assert_array_equal(a, b)
   assert ps.arrays.specs.dtype == np.uint8 and ps.arrays.specs.max() <= 63
   # Gaps of paper / silence before, between and after the pieces.
-  assert np.all(ps.arrays.strips[:, :ip.SHEET_GAP] == 255)
-  assert np.all(ps.arrays.strips[:, -ip.SHEET_GAP:] == 255)
-  assert np.all(ps.arrays.specs[:, :ip.SPEC_GAP] == 0)
-  assert np.all(ps.arrays.specs[:, -ip.SPEC_GAP:] == 0)
+  assert np.all(ps.arrays.strips[:, :pieceset.SHEET_GAP] == 255)
+  assert np.all(ps.arrays.strips[:, -pieceset.SHEET_GAP:] == 255)
+  assert np.all(ps.arrays.specs[:, :pieceset.SPEC_GAP] == 0)
+  assert np.all(ps.arrays.specs[:, -pieceset.SPEC_GAP:] == 0)
   bad = dict(pieces[0], notehead_x=pieces[0]['notehead_x'] + 1e4)
   with pytest.raises(ValueError, match='synth5_000: noteheads outside the '
                      r'strip \(W=\d+\): x in \[1\d\d\d\d, '):
-    ip.concat_pieces([bad])
+    pieceset.concat_pieces([bad])
   with pytest.raises(ValueError, match='no pieces'):
-    ip.concat_pieces([])
+    pieceset.concat_pieces([])
 
 
 def test_epoch_batches_deterministic():
@@ -183,7 +184,7 @@ def test_real_renderings_windows(prepared_renderings):
   assert ps.renderings == ('fluidr3_t1.00', 'fluidr3_t0.90',
                            'timgm6mb_t1.00')
   pairs = ip.load_pairs(data_dir, 'test')
-  examples = list(ip._read(ip._data_source(data_dir, 'pieces', 'test'), 3))  # pylint: disable=protected-access
+  examples = list(ip._read(ip.data_source(data_dir, 'pieces', 'test'), 3))  # pylint: disable=protected-access
   for k in range(3):
     sheets, specs = _cut(ps, rendering=k)
     np.testing.assert_array_equal(sheets, pairs['sheet'])
@@ -195,7 +196,7 @@ def test_real_renderings_windows(prepared_renderings):
       spec, frames = _rendering(ex, k)
       np.testing.assert_array_equal(specs[i],
                                     snippets.spec_excerpt(spec, frames[j]))
-  assert ps.nbytes == ip.footprint_bytes(
+  assert ps.nbytes == pieceset.footprint_bytes(
       ps.arrays.strips.shape[1], ps.arrays.specs.shape[1], len(ps), 3)
   primary = ip.load_pieces(data_dir, 'test')
   assert primary.renderings == ('fluidr3_t1.00',)
@@ -229,10 +230,10 @@ def _rendering(piece, k):
 
 def test_rendering_windows_equal_their_own_snippets():
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(7, 3)]
-  ps = ip.concat_pieces(pieces, 'all')
+  ps = pieceset.concat_pieces(pieces, 'all')
   assert ps.renderings == ('a_t1.00', 'a_t0.80', 'a_t1.25')
   assert ps.arrays.frame.shape == ps.arrays.step.shape == (3, len(ps))
-  primary = ip.concat_pieces(pieces)
+  primary = pieceset.concat_pieces(pieces)
   assert primary.renderings == ('a_t1.00',)
   for k in range(3):
     sheets, specs = _cut(ps, rendering=k)
@@ -255,23 +256,23 @@ def test_rendering_windows_equal_their_own_snippets():
 
 def test_rendering_selection_and_errors():
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(8, 2)]
-  ps = ip.concat_pieces(pieces, ['a_t1.25', 'a_t1.00'])
+  ps = pieceset.concat_pieces(pieces, ['a_t1.25', 'a_t1.00'])
   assert ps.renderings == ('a_t1.25', 'a_t1.00')
-  full = ip.concat_pieces(pieces, 'all')
+  full = pieceset.concat_pieces(pieces, 'all')
   np.testing.assert_array_equal(ps.arrays.step[1], full.arrays.step[0])
   # Unused renderings take no device memory.
   assert ps.nbytes < full.nbytes
   with pytest.raises(ValueError, match=r"synth8_000: rendering\(s\) "
                      r"\['b_t1.00'\] not prepared.*--tempos"):
-    ip.concat_pieces(pieces, ['b_t1.00'])
+    pieceset.concat_pieces(pieces, ['b_t1.00'])
   with pytest.raises(ValueError, match="renderings must be"):
-    ip.concat_pieces(pieces, 'primary')
+    pieceset.concat_pieces(pieces, 'primary')
   mixed = [pieces[0], with_synthetic_renderings(synthetic_split(8, 2)[1], (0.8,))]
   with pytest.raises(ValueError, match='synth8_001: renderings .* differ'):
-    ip.concat_pieces(mixed, 'all')
+    pieceset.concat_pieces(mixed, 'all')
   bad = dict(pieces[0], extra_onsets=pieces[0]['extra_onsets'][:, :-1])
   with pytest.raises(ValueError, match='onsets of rendering a_t0.80'):
-    ip.concat_pieces([bad], 'all')
+    pieceset.concat_pieces([bad], 'all')
 
 
 # --------------------------------------------------------------------------
@@ -281,9 +282,9 @@ def test_rendering_selection_and_errors():
 
 def test_footprint_is_what_the_device_holds():
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(9, 4)]
-  ps = ip.concat_pieces(pieces, 'all')
+  ps = pieceset.concat_pieces(pieces, 'all')
   a = ps.arrays
-  want = ip.footprint_bytes(a.strips.shape[1], a.specs.shape[1], len(ps), 3)
+  want = pieceset.footprint_bytes(a.strips.shape[1], a.specs.shape[1], len(ps), 3)
   assert ps.nbytes == want
   on_device = jax.device_put(a)
   assert sum(x.nbytes for x in jax.tree.leaves(on_device)) == want
@@ -306,9 +307,9 @@ def test_nottingham_training_split_fits_well_under_2_gb(midi_dir):
     mel = melody.read_melody(str(f))
     end = max(n.end_s for n in mel.notes)
     notes += len(mel.notes)
-    frames += sum(int(np.ceil(end / t * snippets.FPS)) + 1 + ip.SPEC_GAP
+    frames += sum(int(np.ceil(end / t * snippets.FPS)) + 1 + pieceset.SPEC_GAP
                   for t in tempos) * 2
-  px = 30 * notes + ip.SHEET_GAP * (len(files) + 1)
-  total = ip.footprint_bytes(px, frames, notes, renderings=6)
+  px = 30 * notes + pieceset.SHEET_GAP * (len(files) + 1)
+  total = pieceset.footprint_bytes(px, frames, notes, renderings=6)
   print(f'training split, 6 renderings: at most {total / 1e9:.2f} GB')
   assert total < 1.6e9, total / 1e9

@@ -18,6 +18,7 @@ from dccaflax import config as config_lib
 from dccaflax import evaluation
 from dccaflax import input_pipeline as ip
 from dccaflax import models
+from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import steps
 from dccaflax import training
@@ -113,8 +114,8 @@ def test_steps_draw_a_rendering_per_pair():
   step on arrays whose extra rows repeat row 0 equals the one-rendering
   step exactly, and differs with real extra renderings."""
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(1, 4)]
-  three = ip.concat_pieces(pieces, 'all').arrays
-  one = ip.concat_pieces(pieces).arrays
+  three = pieceset.concat_pieces(pieces, 'all').arrays
+  one = pieceset.concat_pieces(pieces).arrays
   same = three._replace(frame=np.repeat(three.frame[:1], 3, 0),
                         step=np.repeat(three.step[:1], 3, 0))
   model = models.create_model(width=0.125, out_dim=8)
@@ -178,7 +179,7 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(synthetic_data,
   train = ip.load_pieces(synthetic_data, 'train')
   val = ip.load_pieces(synthetic_data, 'valid')
   step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
-  broken = ip.PieceSet(**{**train.__dict__,
+  broken = pieceset.PieceSet(**{**train.__dict__,
                           'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3)
   with pytest.raises(training.NonFiniteError, match='3 consecutive'):
@@ -296,7 +297,7 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
   # The caller still stops at the step that makes 3 skips in a row.
   val = ip.load_pieces(synthetic_data, 'valid')
   step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
-  broken = ip.PieceSet(**{**train.__dict__,
+  broken = pieceset.PieceSet(**{**train.__dict__,
                           'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3,
                              steps_per_dispatch=3)
@@ -342,12 +343,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from dccaflax import input_pipeline as ip
 from dccaflax import models
+from dccaflax import pieceset
 from dccaflax import sharding
 from dccaflax import steps
 from tests.conftest import synthetic_split
 
 assert jax.device_count() == 4, jax.devices()
-ps = ip.concat_pieces(synthetic_split(1, 6))
+ps = pieceset.concat_pieces(synthetic_split(1, 6))
 model = models.create_model(width=0.125, out_dim=8)
 opt = steps.make_optimizer(0.1, 0.9, 25, 10)
 state = steps.create_train_state(jax.random.key(0), model, opt)
