@@ -24,10 +24,6 @@ from dccaflax import identify
 
 EVAL_TEMPOS = (0.8, 1.0, 1.25)
 MAX_BATCH = 64         # renderings per FluidSynth call
-# The rendering worker, here under its former name: it lives in synth,
-# whose imports need no JAX, so the spawned workers load none.
-render_batch = synth.render_batch
-TAIL_S = synth.TAIL_S
 
 
 def eval_soundfont(name: str) -> str:

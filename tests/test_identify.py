@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from data_prep import identify_eval
+from data_prep import melody
+from data_prep import synth
 from dccaflax import audio
 from dccaflax import frontends
 from dccaflax import identify
@@ -173,14 +175,13 @@ def test_evaluation_on_an_unseen_soundfont(real_model, real_index, real_midi,
 
 def test_render_batch_cuts_each_piece_at_its_tempo(real_midi):
   files = sorted(str(p) for p in (real_midi / 'test').glob('*.mid'))[:2]
-  out = identify_eval.render_batch(([(files[0], 1.0), (files[1], 1.25),
-                                     (files[0], 0.8)], 'fluidr3'))
+  out = synth.render_batch(([(files[0], 1.0), (files[1], 1.25),
+                            (files[0], 0.8)], 'fluidr3'))
   assert [o[1] for o in out] == [1.0, 1.25, 0.8]
   n1, n2 = out[0][2].shape[1], out[2][2].shape[1]
-  tail = identify_eval.TAIL_S * 31.25
+  tail = synth.TAIL_S * 31.25
   assert (n2 - tail) == pytest.approx((n1 - tail) / 0.8, rel=0.01)
   # Piece 1 at tempo 1 is the pipeline's own rendering (same soundfont).
-  from data_prep import melody, synth  # pylint: disable=g-import-not-at-top
   mel = melody.read_melody(files[0])
   ref = audio.spectrogram(synth.synthesize(mel.notes))
   n = min(ref.shape[1], n1) - 5

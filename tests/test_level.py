@@ -11,13 +11,14 @@ import soundfile
 
 import dccaflax
 from dccaflax import audio
+from dccaflax import config as config_lib
 from dccaflax import frontends
 from dccaflax import identify
 from dccaflax import index as index_lib
 from dccaflax import level
 from dccaflax import models
 from dccaflax import snippets
-from dccaflax import train_lib
+from dccaflax import steps
 from experiments import commands
 from tests.test_index import run_cli
 
@@ -87,15 +88,15 @@ def test_level_methods_are_checked():
   assert level.check_method(False) == level.NONE
   with pytest.raises(ValueError, match='unknown level normalisation'):
     level.check_method('loud')
-  old = train_lib.TrainConfig.from_json({'level_norm': True})
+  old = config_lib.TrainConfig.from_json({'level_norm': True})
   assert old.level_norm == level.MEAN
   # A run from before the field existed fed the paper's input.
-  assert train_lib.TrainConfig.from_json({'width': 0.5}).level_norm == (
+  assert config_lib.TrainConfig.from_json({'width': 0.5}).level_norm == (
       level.NONE)
-  assert train_lib.TrainConfig().level_norm == level.PEAK
-  assert train_lib.TrainConfig(level_norm=True).level_norm == level.MEAN
+  assert config_lib.TrainConfig().level_norm == level.PEAK
+  assert config_lib.TrainConfig(level_norm=True).level_norm == level.MEAN
   with pytest.raises(ValueError, match="unknown level normalisation 'loud'"):
-    train_lib.TrainConfig(level_norm='loud')
+    config_lib.TrainConfig(level_norm='loud')
 
 
 def test_random_gains_stay_in_range_and_vary_slowly():
@@ -119,7 +120,7 @@ def test_level_normalised_audio_tower_ignores_the_gain(recordings):
   same output for a recording at any level; the paper's tower does not."""
   towers = {m: models.create_model(width=0.25, out_dim=8, level_norm=m)
             for m in level.METHODS}
-  variables = train_lib.init_variables(jax.random.key(0),
+  variables = models.init_variables(jax.random.key(0),
                                        towers[level.NONE])
   gains = (1.0, *GAINS)
   for which in ('wav', 'mp3'):
@@ -188,18 +189,18 @@ def test_gain_augmentation_in_the_training_step(synthetic_data):
   pieces = input_pipeline.load_pieces(str(synthetic_data), 'train')
   arrays = jax.device_put(pieces.arrays)
   model = models.create_model(width=0.125, out_dim=8)
-  optimizer = train_lib.make_optimizer(0.1, 0.9, 25, 10)
-  state = train_lib.create_train_state(jax.random.key(0), model, optimizer)
+  optimizer = steps.make_optimizer(0.1, 0.9, 25, 10)
+  state = steps.create_train_state(jax.random.key(0), model, optimizer)
   idx = np.arange(32, dtype=np.int32)
-  loss = lambda aug: float(train_lib.train_step(
+  loss = lambda aug: float(steps.train_step(
       state, arrays, idx, model=model, optimizer=optimizer, reg=1e-3,
       augment=aug, seed=5)[1]['loss'])
-  plain = loss(train_lib.Augment())
-  gained = loss(train_lib.Augment(gain_db=20.0, curve_db=6.0))
+  plain = loss(steps.Augment())
+  gained = loss(steps.Augment(gain_db=20.0, curve_db=6.0))
   assert np.isfinite(gained) and gained != plain
-  assert loss(train_lib.Augment(gain_db=20.0, curve_db=6.0)) == gained
+  assert loss(steps.Augment(gain_db=20.0, curve_db=6.0)) == gained
   with pytest.raises(ValueError, match='aug_gain_db'):
-    train_lib.augment_of(train_lib.TrainConfig(aug_gain_db=-1.0))
+    steps.augment_of(config_lib.TrainConfig(aug_gain_db=-1.0))
 
 
 def test_level_eval_writes_its_table(real_model, tmp_path):
