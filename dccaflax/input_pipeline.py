@@ -94,7 +94,7 @@ def data_source(data_dir: str, config: str, split: str):
   return builder.as_data_source(split=split)
 
 
-def _read(source, n: int):
+def read_examples(source, n: int):
   """First ``n`` examples of a data source, in stored order."""
   for start in range(0, n, _READ_CHUNK):
     yield from source.__getitems__(range(start, min(start + _READ_CHUNK, n)))
@@ -105,7 +105,9 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
   """The ``pairs`` config of a split as host arrays, in stored order.
 
   Stored order is (piece name, onset), so ``limit=16000`` gives the paper's
-  "first 16,000" pairs.  Memory: 58,400 bytes per pair (about 0.93 GB for
+  "first 16,000" pairs.  Where ``data_dir`` holds a pack of the split
+  (``data_prep.pack``), the windows are cut from its pieces instead: the
+  same arrays, read with NumPy alone.  Memory: 58,400 bytes per pair (about 0.93 GB for
   16,000 pairs), almost all of it the float32 spectrogram excerpt.
 
   Args:
@@ -122,6 +124,8 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
       'notehead_x': (N,) float32, px in the piece's strip;
       'bar': (N,) int32, 1-based bar number (pickup bar 0).
   """
+  if os.path.isfile(pieceset.pack_path(data_dir, split)):
+    return _packed_pairs(data_dir, split, limit)
   source = data_source(data_dir, 'pairs', split)
   n = len(source) if limit is None else min(int(limit), len(source))
   out = {
@@ -134,7 +138,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
       'notehead_x': np.empty((n,), np.float32),
       'bar': np.empty((n,), np.int32),
   }
-  for i, ex in enumerate(_read(source, n)):
+  for i, ex in enumerate(read_examples(source, n)):
     for key in ('sheet', 'spec', 'onset_frame', 'notehead_x', 'bar'):
       out[key][i] = ex[key]
     out['piece'][i] = pieceset.text(ex['piece'])
@@ -148,7 +152,9 @@ def load_pieces(data_dir: str, split: str,
   """The ``pieces`` config of a split, concatenated (see ``PieceSet``).
 
   Pairs come in stored order (piece name, onset), the order of the ``pairs``
-  config: pair ``i`` of both is the same onset.
+  config: pair ``i`` of both is the same onset.  Where ``data_dir`` holds a
+  pack of the split (``data_prep.pack``), that is read instead (NumPy
+  alone; the primary rendering).
 
   Args:
     data_dir: the ``--data_dir`` of ``data_prep.prepare``.
@@ -160,13 +166,56 @@ def load_pieces(data_dir: str, split: str,
   Returns:
     ``PieceSet`` with 6-bit spectrogram codes.
   """
+  if os.path.isfile(pieceset.pack_path(data_dir, split)):
+    return _packed_pieces(data_dir, split, max_pieces, renderings)
   source = data_source(data_dir, 'pieces', split)
   n = len(source) if max_pieces is None else min(int(max_pieces), len(source))
   try:
-    return pieceset.concat_pieces(list(_read(source, n)), renderings)
+    return pieceset.concat_pieces(list(read_examples(source, n)), renderings)
   except ValueError as e:
     raise ValueError(f'{config_dir(data_dir, "pieces")} ({split}): {e}'
                      ) from e
+
+
+# --------------------------------------------------------------------------
+# Packed data (``data_prep.pack``): the same pieces and pairs, NumPy alone
+# --------------------------------------------------------------------------
+
+
+def _packed_pieces(data_dir: str, split: str, max_pieces: Optional[int],
+                   renderings) -> pieceset.PieceSet:
+  """``load_pieces`` from ``data_dir/packed/<split>.npz``."""
+  path = pieceset.pack_path(data_dir, split)
+  pieces, split_pairs = pieceset.load_pack(path)
+  if renderings not in (None, 'primary'):
+    raise ValueError(f'{path}: a pack holds the primary rendering only, '
+                     f'not {renderings!r}')
+  if max_pieces is None and sum(len(p['onset_frames']) for p in pieces) < (
+      split_pairs):
+    raise ValueError(f'{path} holds only the first pieces of the {split} '
+                     f'split ({split_pairs} pairs in all): pack the whole '
+                     'split, or ask for its first pairs (load_pairs limit)')
+  return pieceset.concat_pieces(pieces[:max_pieces])
+
+
+def _packed_pairs(data_dir: str, split: str, limit: Optional[int]) -> dict:
+  """``load_pairs`` from a pack: windows cut on the host from its pieces
+  (``pieceset.cut``), equal to the TFDS ``pairs`` config's."""
+  path = pieceset.pack_path(data_dir, split)
+  pieces, split_pairs = pieceset.load_pack(path)
+  n = split_pairs if limit is None else min(int(limit), split_pairs)
+  counts = np.cumsum([len(p['onset_frames']) for p in pieces])
+  if not counts.size or counts[-1] < n:
+    raise ValueError(f'{path} holds {counts[-1] if counts.size else 0} '
+                     f'pairs of the {split} split, {n} were asked for: pack '
+                     'more of it')
+  ps = pieceset.concat_pieces(pieces[:int(np.searchsorted(counts, n)) + 1])
+  sheets, specs = pieceset.cut(ps, np.arange(n))
+  return {'sheet': sheets, 'spec': specs,
+          'piece': np.array(ps.names, object)[ps.piece_id[:n]],
+          'onset_frame': ps.onset_frame[:n].astype(np.int32),
+          'notehead_x': ps.notehead_x[:n],
+          'bar': ps.bar[:n].astype(np.int32)}
 
 
 # --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from data_prep import pack
 from dccaflax import audio
 from dccaflax import input_pipeline as ip
 from dccaflax import pieceset
@@ -184,7 +185,8 @@ def test_real_renderings_windows(prepared_renderings):
   assert ps.renderings == ('fluidr3_t1.00', 'fluidr3_t0.90',
                            'timgm6mb_t1.00')
   pairs = ip.load_pairs(data_dir, 'test')
-  examples = list(ip._read(ip.data_source(data_dir, 'pieces', 'test'), 3))  # pylint: disable=protected-access
+  examples = list(ip.read_examples(ip.data_source(data_dir, 'pieces', 'test'),
+                                  3))
   for k in range(3):
     sheets, specs = _cut(ps, rendering=k)
     np.testing.assert_array_equal(sheets, pairs['sheet'])
@@ -313,3 +315,45 @@ def test_nottingham_training_split_fits_well_under_2_gb(midi_dir):
   total = pieceset.footprint_bytes(px, frames, notes, renderings=6)
   print(f'training split, 6 renderings: at most {total / 1e9:.2f} GB')
   assert total < 1.6e9, total / 1e9
+
+
+def test_packed_data_equal_tfds(prepared, tmp_path):
+  """``data_prep.pack`` output, read with NumPy alone, gives the TFDS
+  windows, pairs and pieces bit for bit; a partial pack says so."""
+  data_dir, _ = prepared
+  full = ip.load_pairs(data_dir, 'test')
+  n = len(full['sheet'])
+  first = int(np.flatnonzero(np.diff(
+      ip.load_pieces(data_dir, 'test').piece_id))[0]) + 1   # piece 0's pairs
+  packs = pack.pack(str(data_dir), str(tmp_path), {'test': None}, log=print)
+  assert packs['test']['pairs'] == packs['test']['split_pairs'] == n
+  pairs = ip.load_pairs(tmp_path, 'test')
+  assert sorted(pairs) == sorted(full)
+  for key in full:
+    np.testing.assert_array_equal(pairs[key], full[key])
+    assert pairs[key].dtype == full[key].dtype, key
+  tfds_pieces = ip.load_pieces(data_dir, 'test')
+  packed_pieces = ip.load_pieces(tmp_path, 'test')
+  assert packed_pieces.names == tfds_pieces.names
+  for a, b in zip(packed_pieces.arrays, tfds_pieces.arrays):
+    np.testing.assert_array_equal(a, b)
+  sheets, specs = _cut(tfds_pieces)
+  np.testing.assert_array_equal(pieceset.cut(packed_pieces, np.arange(n))[0],
+                                sheets)
+  np.testing.assert_array_equal(pieceset.cut(packed_pieces, np.arange(n))[1],
+                                specs)
+  # Only the pieces of the first pairs: enough for them, refused for more.
+  partial = tmp_path / 'partial'
+  packs = pack.pack(str(data_dir), str(partial), {'test': first - 1},
+                    log=print)
+  assert packs['test']['pieces'] == 1 and packs['test']['pairs'] == first
+  some = ip.load_pairs(partial, 'test', first - 1)
+  np.testing.assert_array_equal(some['spec'], full['spec'][:first - 1])
+  with pytest.raises(ValueError, match='holds only the first pieces'):
+    ip.load_pieces(partial, 'test')
+  with pytest.raises(ValueError, match='pack more of it'):
+    ip.load_pairs(partial, 'test', first + 1)
+  assert pack.parse_splits(['train', 'test:16000']) == {'train': None,
+                                                         'test': 16000}
+  with pytest.raises(ValueError, match='NAME:PAIRS'):
+    pack.parse_splits(['test:x'])
