@@ -21,35 +21,40 @@ def _pyplot():
   return plt
 
 
-def plot_history(history: list[dict], path: str, title: str = '') -> None:
+def plot_history(history, path: str, title: str = '') -> None:
   """Training curve: loss (left) and validation R@10 (right) vs epoch, PNG.
 
   Args:
     history: rows of ``history.jsonl`` ('epoch', 'train/loss', 'val/corr',
-      'val/a2s_R@10', 'val/s2a_R@10', optionally 'val/n_pairs').
+      'val/a2s_R@10', 'val/s2a_R@10', optionally 'val/n_pairs'), or
+      ``{label: rows}`` for several models in one figure (e.g. seeds).
     path: PNG to write.
     title: figure title.
   """
   plt = _pyplot()
-  epochs = [r['epoch'] for r in history]
+  histories = history if isinstance(history, dict) else {'': history}
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-  ax1.plot(epochs, [r['train/loss'] for r in history], 'o-', label='train')
-  ax1.plot(epochs, [-r['val/corr'] for r in history], 's--',
-           label='valid (-held-out corr.)')
+  for n, (label, rows) in enumerate(histories.items()):
+    epochs = [r['epoch'] for r in rows]
+    name = f'{label}: ' if label else ''
+    ax1.plot(epochs, [r['train/loss'] for r in rows], 'o-', color=f'C{n}',
+             label=f'{name}train')
+    ax1.plot(epochs, [-r['val/corr'] for r in rows], 's--', color=f'C{n}',
+             label=f'{name}valid (-held-out corr.)')
+    ax2.plot(epochs, [r['val/a2s_R@10'] for r in rows], 'o-', color=f'C{n}',
+             label=f'{name}audio -> sheet')
+    ax2.plot(epochs, [r['val/s2a_R@10'] for r in rows], 's:', color=f'C{n}',
+             label=f'{name}sheet -> audio')
   ax1.set_xlabel('epoch')
   ax1.set_ylabel('loss = -total correlation')
-  ax1.legend()
+  ax1.legend(fontsize=7)
   ax1.grid(alpha=0.3)
-  ax2.plot(epochs, [r['val/a2s_R@10'] for r in history], 'o-',
-           label='audio -> sheet')
-  ax2.plot(epochs, [r['val/s2a_R@10'] for r in history], 's-',
-           label='sheet -> audio')
   ax2.set_xlabel('epoch')
-  n_val = history[-1].get('val/n_pairs')
+  n_val = list(histories.values())[-1][-1].get('val/n_pairs')
   ax2.set_ylabel('validation R@10 (%)' + (
       f', {n_val:.0f} candidates' if n_val else ''))
   ax2.set_ylim(0, 100)
-  ax2.legend()
+  ax2.legend(fontsize=7)
   ax2.grid(alpha=0.3)
   if title:
     fig.suptitle(title)

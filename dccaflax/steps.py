@@ -220,6 +220,28 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
                      'skip_run': new_state.skip_run}
 
 
+def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
+           start: jax.Array, count: jax.Array, model, optimizer, reg: float,
+           augment: Augment, seed, max_steps: int, batch_sharding
+           ) -> tuple[TrainState, dict]:
+  """The body of ``train_chunk`` (traced, not jitted): a ``fori_loop`` of
+  ``_step`` over rows ``start ... start + count - 1`` of ``order``."""
+  metrics = {'loss': jnp.full((max_steps,), jnp.nan, jnp.float32),
+             'finite': jnp.zeros((max_steps,), bool),
+             'skip_run': jnp.full((max_steps,), -1, jnp.int32)}
+
+  def body(i, carry):
+    state, metrics = carry
+    idx = jax.lax.dynamic_index_in_dim(order, start + i, keepdims=False)
+    state, m = _step(state, arrays, idx, model, optimizer, reg, augment, seed,
+                     batch_sharding)
+    metrics = {k: metrics[k].at[i].set(m[k].astype(metrics[k].dtype))
+               for k in metrics}
+    return state, metrics
+
+  return jax.lax.fori_loop(0, count, body, (state, metrics))
+
+
 @functools.partial(jax.jit, static_argnames=(
     'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
     'batch_sharding'))
@@ -252,27 +274,15 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
     start: () int32, first row of this chunk.
     count: () int32, steps to take, ``1 <= count <= max_steps`` and
       ``start + count <= S``.
-    max_steps: static, the size of the metrics buffers (the chunk size K).
+    max_steps: static, the size of the metrics buffers (the chunk size).
 
   Returns:
-    ``(new_state, metrics)``: metrics 'loss' (K,) float32, 'finite' (K,)
-    bool, 'skip_run' (K,) int32 per step; entries from ``count`` on are
-    NaN / False / -1 (not taken).
+    ``(new_state, metrics)``: metrics 'loss' (max_steps,) float32,
+    'finite' (max_steps,) bool, 'skip_run' (max_steps,) int32 per step;
+    entries from ``count`` on are NaN / False / -1 (not taken).
   """
-  metrics = {'loss': jnp.full((max_steps,), jnp.nan, jnp.float32),
-             'finite': jnp.zeros((max_steps,), bool),
-             'skip_run': jnp.full((max_steps,), -1, jnp.int32)}
-
-  def body(i, carry):
-    state, metrics = carry
-    idx = jax.lax.dynamic_index_in_dim(order, start + i, keepdims=False)
-    state, m = _step(state, arrays, idx, model, optimizer, reg, augment, seed,
-                     batch_sharding)
-    metrics = {k: metrics[k].at[i].set(m[k].astype(metrics[k].dtype))
-               for k in metrics}
-    return state, metrics
-
-  return jax.lax.fori_loop(0, count, body, (state, metrics))
+  return _chunk(state, arrays, order, start, count, model, optimizer, reg,
+                augment, seed, max_steps, batch_sharding)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
@@ -311,3 +321,77 @@ def train_step(state: TrainState, arrays: pieceset.Arrays,
   """
   return _step(state, arrays, idx, model, optimizer, reg, augment, seed,
                batch_sharding)
+
+
+# --------------------------------------------------------------------------
+# Several models side by side
+# --------------------------------------------------------------------------
+
+
+def stack(states) -> TrainState:
+  """K states -> one whose every leaf has a leading axis of K models."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def unstack(states: TrainState, k: int) -> TrainState:
+  """Model ``k`` of ``stack``ed states."""
+  return jax.tree.map(lambda leaf: leaf[k], states)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
+                                             'augment'))
+def train_step_models(states: TrainState, arrays: pieceset.Arrays,
+                      idx: jax.Array, seeds: jax.Array, *,
+                      model: models.DCCAModel,
+                      optimizer: optax.GradientTransformation, reg: float,
+                      augment: Augment = Augment()
+                      ) -> tuple[TrainState, dict]:
+  """One SGD step of each of K models in one call (``jax.vmap`` of the step).
+
+  At batch 100 one model leaves an accelerator mostly idle (small
+  convolutions, kernel launches); K models side by side cost little more
+  than one.  Model ``k`` takes exactly the step ``train_step`` takes with
+  its own state, batch and seed (up to float rounding: vmapped convolutions
+  are batched differently): its augmentation keys come from its seed.
+
+  Args:
+    states: ``stack``ed ``TrainState`` of K models (one device).
+    arrays: device ``Arrays`` shared by all models.
+    idx: (K, B) int32, each model's batch.
+    seeds: (K,) int32, each model's seed (traced: one compiled step for any).
+    model, optimizer, reg, augment: static, as ``train_step``.
+
+  Returns:
+    ``(new_states, metrics)``, metrics as ``train_step``'s with a leading
+    axis of K.
+  """
+  step = lambda state, i, seed: _step(state, arrays, i, model, optimizer,
+                                      reg, augment, seed, None)
+  return jax.vmap(step)(states, idx, seeds)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
+                                             'augment', 'max_steps'))
+def train_chunk_models(states: TrainState, arrays: pieceset.Arrays,
+                       orders: jax.Array, start: jax.Array,
+                       count: jax.Array, seeds: jax.Array, *,
+                       model: models.DCCAModel,
+                       optimizer: optax.GradientTransformation, reg: float,
+                       augment: Augment = Augment(), max_steps: int = 1
+                       ) -> tuple[TrainState, dict]:
+  """``train_chunk`` for K models side by side (``jax.vmap`` of the chunk).
+
+  Args:
+    states, arrays, seeds, model, optimizer, reg, augment: as
+      ``train_step_models``.
+    orders: (K, S, B) int32, each model's epoch order on the device.
+    start, count, max_steps: as ``train_chunk`` (the same for all models).
+
+  Returns:
+    ``(new_states, metrics)``, metrics as ``train_chunk``'s with a leading
+    axis of K.
+  """
+  chunk = lambda state, order, seed: _chunk(
+      state, arrays, order, start, count, model, optimizer, reg, augment,
+      seed, max_steps, None)
+  return jax.vmap(chunk)(states, orders, seeds)
