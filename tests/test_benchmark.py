@@ -3,7 +3,7 @@
 
 import importlib.util
 
-from experiments import benchmark
+from dccaflax import benchmark
 
 
 def test_benchmark_functions_run_and_report():
@@ -14,8 +14,9 @@ def test_benchmark_functions_run_and_report():
   train = benchmark.bench_train(0.125, 'float32', 8, 2, repeats=1,
                                 arrays=arrays, train_pairs=100)
   assert set(train) == {'width', 'dtype', 'batch', 'steps_per_dispatch',
-                        'pairs_per_s', 's_per_step', 'epoch_s'}
+                        'models', 'pairs_per_s', 's_per_step', 'epoch_s'}
   assert train['pairs_per_s'] > 0 and train['epoch_s'] > 0
+  # (K models side by side: the GPU run's rehearsal, tests/test_gpu_run.py)
   embed = benchmark.bench_embed(0.125, 'float32', 8, repeats=1,
                                 arrays=arrays)
   assert embed['pairs_per_s'] > 0
