@@ -246,7 +246,27 @@ def paper_protocol(model: api.Model, data_dir: str,
   return rows
 
 
-def _fmt(value: float, key: str) -> str:
+def mean_sd(rows_per_model: Sequence[list[dict]]) -> list[dict]:
+  """``paper_protocol`` rows of several models (e.g. seeds; the same splits
+  in the same order) -> one row per split with every metric as
+  ``(mean, sd)`` over the models (sample sd; 0 for one model)."""
+  out = []
+  for rows in zip(*rows_per_model):
+    row = dict(rows[0], models=len(rows))
+    for d in ('a2s', 's2a'):
+      values = {k: [r[d][k] for r in rows] for k in retrieval.METRIC_KEYS}
+      row[d] = {k: (float(np.mean(v)),
+                    float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+                for k, v in values.items()}
+    out.append(row)
+  return out
+
+
+def _fmt(value, key: str) -> str:
+  """A metric as the table shows it; ``(mean, sd)`` as 'mean ± sd'."""
+  if isinstance(value, tuple):
+    sd = f'{value[1]:.3f}' if key == 'MRR' else f'{value[1]:.1f}'
+    return f'{_fmt(value[0], key)} ± {sd}'
   if key == 'MR':
     return f'{value:g}'
   if key == 'MRR':
@@ -256,7 +276,8 @@ def _fmt(value: float, key: str) -> str:
 
 def markdown_table(rows: list[dict], title: str) -> str:
   """Table 2 layout: set | A->S R@1 R@5 R@10 MR MRR | S->A ... ; each
-  'first' row followed by the paper's row for that split."""
+  'first' row followed by the paper's row for that split.  Rows of
+  ``mean_sd`` show 'mean ± sd'."""
   head = ('| set | A→S R@1 | R@5 | R@10 | MR | MRR | S→A R@1 | R@5 | R@10 | '
           'MR | MRR |')
   lines = [f'### {title}', '', head, '|' + '---|' * 11]

@@ -18,18 +18,15 @@ with the field's default and help text (``--helpfull`` lists them).
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
-import typing
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 
-from dccaflax import config as config_lib
 from dccaflax import training
+from experiments import config_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed if it '
                                'holds a checkpoint).', required=True)
@@ -41,37 +38,7 @@ flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() '
                   'all hosts share.')
 
 FLAGS = flags.FLAGS
-
-_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer,
-           float: flags.DEFINE_float, bool: flags.DEFINE_bool}
-
-
-def define_config_flags(cls=config_lib.TrainConfig) -> None:
-  """One flag per field of ``cls``: its name, default and help text; an enum
-  where the field lists its choices, required where it says so."""
-  hints = typing.get_type_hints(cls)
-  for field in dataclasses.fields(cls):
-    meta, hint = field.metadata, hints[field.name]
-    kind = next(t for t in typing.get_args(hint) or (hint,)
-                if t is not type(None))
-    default = None if meta.get('required') else field.default
-    if meta.get('choices'):
-      flags.DEFINE_enum(field.name, default, list(meta['choices']),
-                        meta['help'], required=meta.get('required', False))
-    else:
-      _DEFINE[kind](field.name, default, meta['help'],
-                    required=meta.get('required', False))
-
-
-define_config_flags()
-
-
-def config_from_flags() -> config_lib.TrainConfig:
-  """A ``TrainConfig`` with every field taken from the flag of its name."""
-  values = {f.name: FLAGS[f.name].value
-            for f in dataclasses.fields(config_lib.TrainConfig)}
-  values['data_dir'] = os.path.abspath(values['data_dir'])
-  return config_lib.TrainConfig(**values)
+config_flags.define()
 
 
 def main(argv):
@@ -79,7 +46,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.multihost:
     jax.distributed.initialize()
-  config = config_from_flags()
+  config = config_flags.config()
   logging.info('JAX %s on %d %s device(s), %d process(es); config: %s',
                jax.__version__, jax.device_count(), jax.devices()[0].platform,
                jax.process_count(), config)

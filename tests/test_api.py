@@ -14,6 +14,7 @@ from dccaflax import cca
 from dccaflax import evaluation
 from dccaflax import input_pipeline as ip
 from dccaflax import retrieval
+from tests import blocking
 
 
 @pytest.fixture(scope='module')
@@ -34,22 +35,8 @@ def test_import_is_light():
                  cwd=os.path.dirname(os.path.dirname(__file__)))
 
 
-_WITHOUT_PREPARATION = r'''
-import importlib.abc, sys
-BLOCKED = ('data_prep', 'pretty_midi', 'mido', 'lilypond')
-
-class Blocker(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if name.split('.')[0] in BLOCKED:
-      raise ImportError(f'{name} is blocked by the test')
-    return None
-
-sys.meta_path.insert(0, Blocker())
-try:
-  import data_prep
-  raise SystemExit('the blocker does not block')
-except ImportError:
-  pass
+_PREPARATION = ('data_prep', 'pretty_midi', 'mido', 'lilypond')
+_INFERENCE = r'''
 import numpy as np
 import dccaflax
 from dccaflax import frontends, identify, index  # inference modules
@@ -68,10 +55,7 @@ print('INFERENCE_OK')
 def test_inference_needs_no_preparation_stack(trained_workdir):
   """``import dccaflax``, load and embed with data_prep, pretty_midi, mido
   and lilypond unimportable: the library does not depend on preparation."""
-  out = subprocess.run([sys.executable, '-c', _WITHOUT_PREPARATION,
-                        str(trained_workdir)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(__file__)),
-                       timeout=300, check=False)
+  out = blocking.run_without(_PREPARATION, _INFERENCE, trained_workdir)
   assert out.returncode == 0 and 'INFERENCE_OK' in out.stdout, (
       out.stdout[-2000:] + out.stderr[-3000:])
   # Nor anywhere inside a function (a lazy import would pass the above

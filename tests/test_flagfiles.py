@@ -9,13 +9,13 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _PARSE = r'''
 import json, sys
-from experiments import train
+from experiments import config_flags, train
 from dccaflax import level, steps
 out = {}
 for path in sys.argv[1:]:
   train.FLAGS.unparse_flags()
   train.FLAGS(['train', f'--flagfile={path}', '--workdir=unused'])
-  config = train.config_from_flags()
+  config = config_flags.config()
   steps.augment_of(config)             # raises on a bad augmentation
   level.check_method(config.level_norm)
   out[path] = config.to_json()

@@ -1,0 +1,60 @@
+"""The GPU command, rehearsed on the CPU: packed data -> a complete output
+folder, with the packages the GPU machine lacks made unimportable."""
+
+import json
+import tarfile
+
+import numpy as np
+
+import dccaflax
+from data_prep import pack
+from tests import blocking
+
+# Not on the GPU machine (nor needed there).
+_MISSING = ('tensorflow_datasets', 'array_record', 'librosa', 'pretty_midi',
+            'tensorboardX', 'cairosvg', 'lilypond', 'mido', 'data_prep')
+_RUN = r'''
+import runpy
+sys.argv = ['gpu_run', *sys.argv[1:]]
+runpy.run_module('experiments.gpu_run', run_name='__main__')
+'''
+
+
+def test_gpu_run_rehearsal(real_data, tmp_path):
+  packs = pack.pack(str(real_data), str(tmp_path / 'pack'),
+                    {'train': None, 'valid': None, 'test': None}, log=print)
+  assert all(p['pairs'] == p['split_pairs'] for p in packs.values())
+  out, work = tmp_path / 'out', tmp_path / 'work'
+  proc = blocking.run_without(
+      _MISSING, _RUN, '--flagfile=experiments/quick.flags',
+      f'--data_dir={tmp_path / "pack"}', f'--out={out}', f'--workdir={work}',
+      '--seeds=0,1', '--epochs=1', '--batch_size=50', '--bench=tiny',
+      '--budget_s=900', timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  assert sorted(p.name for p in out.iterdir()) == [
+      'bench.json', 'bench.md', 'eval.json', 'eval.md', 'gpu_run.log',
+      'models.tar.gz', 'training_curves.png']
+  result = json.loads((out / 'eval.json').read_text())
+  assert result['seeds'] == [0, 1]
+  assert [e['reached'] for e in result['epochs'].values()] == [1, 1]
+  assert [r['split'] for r in result['rows']] == ['train', 'valid', 'test']
+  for row in result['rows']:
+    mean, sd = row['a2s']['R@10']
+    assert 0 <= mean <= 100 and sd >= 0 and row['models'] == 2
+    per_seed = [result['per_seed'][s][0]['a2s']['R@10'] for s in ('0', '1')]
+    if row['split'] == 'train':
+      assert mean == np.mean(per_seed)
+  table = (out / 'eval.md').read_text()
+  assert '±' in table and 'paper: test (16000)' in table
+  bench = json.loads((out / 'bench.json').read_text())
+  assert {r['models'] for r in bench['train']} == {1, 2}
+  assert 'models' in (out / 'bench.md').read_text()
+  log = (out / 'gpu_run.log').read_text()
+  assert 'time budget' in log or 'training done' in log
+  with tarfile.open(out / 'models.tar.gz') as tar:
+    tar.extractall(tmp_path / 'models', filter='data')
+  for seed in (0, 1):
+    model = dccaflax.load(tmp_path / 'models' / f'seed_{seed}')
+    assert model.config.seed == seed and model.config.width == 0.25
+    s = dccaflax.embed_sheet(model, np.full((2, 40, 100), 255, np.uint8))
+    assert s.shape == (2, 32)
