@@ -7,8 +7,8 @@ Two ways to read the ``nottingham_audio_sheet`` TFDS data (written by
   onset, ``(40, 100)`` sheet snippet and ``(136, 100)`` spectrogram excerpt.
   Used for the paper's evaluation protocol ("the first 16,000 pairs").
 * ``load_pieces``: the ``pieces`` config, one example per piece, concatenated
-  into one long strip and one long spectrogram of 6-bit codes (``pieceset.PieceSet``).
-  Training puts these on the device once and cuts every batch's windows there
+  into one long strip and one long spectrogram of 6-bit codes
+  (``pieceset.PieceSet``).  Training puts these on the device once and cuts every batch's windows there
   (``batch_windows``), with optional augmentation at no extra storage:
   shifted sheet windows, onset jitter, and a choice among the prepared
   renderings of the audio (tempo factors x soundfonts, ``data_prep.prepare
@@ -24,7 +24,9 @@ dequantised on the device exactly as ``audio.dequantize`` dequantised the
 ``pairs`` config's values.
 
 Reading goes through ``tfds.builder_from_directory`` on the newest prepared
-version, so neither the builder class nor its dependencies are imported.
+version, so neither the builder class nor its dependencies are imported;
+where ``data_dir`` holds packed splits (``data_prep.pack``), both read those
+with NumPy alone and give the same arrays.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
   Stored order is (piece name, onset), so ``limit=16000`` gives the paper's
   "first 16,000" pairs.  Where ``data_dir`` holds a pack of the split
   (``data_prep.pack``), the windows are cut from its pieces instead: the
-  same arrays, read with NumPy alone.  Memory: 58,400 bytes per pair (about 0.93 GB for
-  16,000 pairs), almost all of it the float32 spectrogram excerpt.
+  same arrays, read with NumPy alone.  Memory: 58,400 bytes per pair (about
+  0.93 GB for 16,000 pairs), almost all of it the float32 spectrogram
+  excerpt.
 
   Args:
     data_dir: the ``--data_dir`` of ``data_prep.prepare``.

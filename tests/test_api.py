@@ -99,7 +99,7 @@ def test_embeddings_shapes_norms_and_retrieval(model, pairs):
                              a[3:4], atol=1e-5)
   # the same as towers + CCA projection from the training library
   fx, gy = evaluation.window_outputs(model.module, model.variables,
-                                  pairs['sheet'], pairs['spec'])
+                                     pairs['sheet'], pairs['spec'])
   px = np.asarray(cca.project_x(model.projection, fx))
   np.testing.assert_allclose(
       s, px / np.linalg.norm(px, axis=1, keepdims=True), atol=1e-4)

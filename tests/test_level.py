@@ -121,7 +121,7 @@ def test_level_normalised_audio_tower_ignores_the_gain(recordings):
   towers = {m: models.create_model(width=0.25, out_dim=8, level_norm=m)
             for m in level.METHODS}
   variables = models.init_variables(jax.random.key(0),
-                                       towers[level.NONE])
+                                    towers[level.NONE])
   gains = (1.0, *GAINS)
   for which in ('wav', 'mp3'):
     spec = audio.spectrogram(frontends.read_span(recordings[which]))

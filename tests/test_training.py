@@ -40,7 +40,7 @@ def _restore_params(workdir):
 
 def test_optimizer_halves_the_learning_rate():
   schedule = steps.lr_schedule(0.1, halve_every_epochs=25,
-                                   steps_per_epoch=10)
+                               steps_per_epoch=10)
   assert float(schedule(0)) == pytest.approx(0.1)
   assert float(schedule(249)) == pytest.approx(0.1)
   assert float(schedule(250)) == pytest.approx(0.05)
@@ -57,7 +57,7 @@ def test_training_learns_and_writes_the_workdir(trained_workdir,
   config = tiny_train_config(synthetic_data)
   model = config_lib.model_from_config(config)
   state0 = steps.create_train_state(jax.random.key(config.seed), model,
-                                        steps.make_optimizer())
+                                    steps.make_optimizer())
   train = ip.load_pieces(synthetic_data, 'train')
   val = ip.load_pieces(synthetic_data, 'valid')
   val_idx = evaluation.validation_subset(len(val), config.val_subset)
@@ -181,7 +181,7 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(synthetic_data,
   val = ip.load_pieces(synthetic_data, 'valid')
   step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
   broken = pieceset.PieceSet(**{**train.__dict__,
-                          'arrays': train.arrays._replace(step=step)})
+                             'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3)
   with pytest.raises(training.NonFiniteError, match='3 consecutive'):
     training.train_and_evaluate(config, str(tmp_path), broken, val)
@@ -219,7 +219,7 @@ def _tiny_setup(synthetic_data, **overrides):
       config.learning_rate, config.momentum, config.lr_halve_every,
       ip.steps_per_epoch(len(train), config.batch_size))
   state = steps.create_train_state(jax.random.key(config.seed), model,
-                                       optimizer)
+                                   optimizer)
   return config, train, arrays, model, optimizer, state
 
 
@@ -244,7 +244,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   order = jnp.asarray(batches)
   for start, count in ((0, 3), (3, 3), (6, 1)):
     fused, m = steps.train_chunk(fused, arrays, order, np.int32(start),
-                                     np.int32(count), max_steps=3, **kw)
+                                 np.int32(count), max_steps=3, **kw)
     assert m['loss'].shape == (3,)
     fused_losses += list(np.asarray(m['loss'])[:count])
     assert np.all(np.asarray(m['skip_run'])[count:] == -1)
@@ -253,7 +253,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   np.testing.assert_allclose(fused_losses, losses, rtol=1e-2)
   one, _ = steps.train_step(state0, arrays, batches[0], **kw)
   one_fused, _ = steps.train_chunk(state0, arrays, order, np.int32(0),
-                                       np.int32(1), max_steps=3, **kw)
+                                   np.int32(1), max_steps=3, **kw)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0,
                                                        atol=1e-5),
                (one_fused.params, one_fused.batch_stats),
@@ -261,7 +261,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   # Non-finite steps inside a chunk are skipped and counted as before.
   bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
   new, m = steps.train_chunk(state0, bad, order, np.int32(0),
-                                 np.int32(3), max_steps=3, **kw)
+                             np.int32(3), max_steps=3, **kw)
   assert not np.any(m['finite'])
   np.testing.assert_array_equal(m['skip_run'], [1, 2, 3])
   assert int(new.step) == 3 and int(new.skipped) == 3
@@ -269,7 +269,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
                (new.params, new.batch_stats, new.opt_state),
                (state0.params, state0.batch_stats, state0.opt_state))
   new, m = steps.train_chunk(new, arrays, order, np.int32(0),
-                                 np.int32(2), max_steps=3, **kw)
+                             np.int32(2), max_steps=3, **kw)
   np.testing.assert_array_equal(m['skip_run'], [0, 0, -1])
   assert int(new.skip_run) == 0 and int(new.skipped) == 3
 
@@ -284,12 +284,12 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
                                        config.batch_size))
   for i in range(order.shape[0]):
     state, _ = steps.train_chunk(state, arrays, order, np.int32(i),
-                                     np.int32(1), model=model,
-                                     optimizer=optimizer, reg=config.reg,
-                                     max_steps=3)
+                                 np.int32(1), model=model,
+                                 optimizer=optimizer, reg=config.reg,
+                                 max_steps=3)
   training.train_and_evaluate(
       tiny_train_config(synthetic_data, steps_per_dispatch=3, epochs=1,
-                        eval_every=1), str(tmp_path / 'fused'))
+                              eval_every=1), str(tmp_path / 'fused'))
   fused, meta = _restore_params(tmp_path / 'fused')
   assert meta['epoch'] == 1 and int(fused.step) == int(state.step) == 8
   jax.tree.map(np.testing.assert_array_equal,
@@ -299,7 +299,7 @@ def test_fused_training_run_matches_and_stops_on_non_finite(
   val = ip.load_pieces(synthetic_data, 'valid')
   step = np.full_like(train.arrays.step, np.nan)   # NaN spectrograms
   broken = pieceset.PieceSet(**{**train.__dict__,
-                          'arrays': train.arrays._replace(step=step)})
+                             'arrays': train.arrays._replace(step=step)})
   config = tiny_train_config(synthetic_data, max_consecutive_skips=3,
                              steps_per_dispatch=3)
   with pytest.raises(training.NonFiniteError, match='3 consecutive'):
@@ -316,15 +316,15 @@ def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
 
   def probe_corr(state):
     fx, gy = evaluation.tower_outputs(model, state.variables, arrays, probe,
-                                    batch_size=128)
+                                      batch_size=128)
     assert fx.dtype == gy.dtype == np.float32
     return float(cca.total_correlation(fx, gy, config.reg))
 
   state, m = steps.train_chunk(state0, arrays, order, np.int32(0),
-                                   np.int32(8), max_steps=8, **kw)
+                               np.int32(8), max_steps=8, **kw)
   for _ in range(2):   # 3 passes over the same 8 batches
     state, m2 = steps.train_chunk(state, arrays, order, np.int32(0),
-                                      np.int32(8), max_steps=8, **kw)
+                                  np.int32(8), max_steps=8, **kw)
   assert np.all(m['finite']) and np.all(m2['finite'])
   assert int(state.skipped) == 0
   # float32 parameters, statistics and optimizer state; bf16 convolutions.
@@ -461,7 +461,7 @@ assert errs['grads'] < 5e-4 and np.median(leaf_errs) < 2e-5, errs
 kw = dict(model=model, optimizer=steps.make_optimizer(0.01, 0.9, 25, 10),
           reg=1e-3, augment=(2, 1, 1), seed=3, max_steps=2)
 s1, m1 = steps.train_chunk(state, arrays1, jnp.asarray(order),
-                               np.int32(0), np.int32(2), **kw)
+                           np.int32(0), np.int32(2), **kw)
 order4 = sharding.put_global(order, NamedSharding(mesh, P(None, 'data')))
 args4 = (state4, arrays4, order4, np.int32(0), np.int32(2))
 compiled = steps.train_chunk.lower(*args4, batch_sharding=bsh,
