@@ -7,11 +7,13 @@ and validation pairs are ranked in both directions after projection and L2
 normalisation, with cosine similarity and ties counted against the query
 (``retrieval``).
 
-After training, ``paper_protocol`` runs the paper's Table 2 protocol on a
-loaded model (``dccaflax.load``): for each split, the first 16,000 pairs in
-stored order (piece name, onset) of the TFDS ``pairs`` config, all of them
-candidates; and, optionally, every pair of the split, windows cut from the
-``pieces`` config (6-bit spectrograms, within 0.03 of the ``pairs`` ones).
+After training, ``paper_protocol`` runs the paper's Table 2 protocol on
+loaded models (``dccaflax.load``; several, e.g. seeds, read each split
+once): for each split, the first 16,000 pairs in stored order (piece name,
+onset) of the TFDS ``pairs`` config, all of them candidates; and,
+optionally, every pair of the split, windows cut from the ``pieces`` config
+(the same windows: ``input_pipeline``).  ``mean_sd`` summarises several
+models' rows, ``markdown_table`` lays them out like Table 2.
 """
 
 from __future__ import annotations
@@ -202,15 +204,16 @@ def embed_piece_set(model: api.Model, pieces: pieceset.PieceSet
   return np.concatenate(sheets), np.concatenate(audios)
 
 
-def paper_protocol(model: api.Model, data_dir: str,
+def paper_protocol(models: Sequence[api.Model], data_dir: str,
                    splits: Sequence[str] = ('train', 'valid', 'test'),
                    limit: int = PAPER_LIMIT, full: bool = True,
-                   log: Optional[Callable[[str], None]] = None) -> list[dict]:
+                   log: Optional[Callable[[str], None]] = None
+                   ) -> list[list[dict]]:
   """Both directions' R@1/5/10, MR, MRR per split (see the module doc).
 
   Args:
-    model: a loaded model.
-    data_dir: the prepared data.
+    models: loaded models (e.g. seeds); each split's data are read once.
+    data_dir: the prepared (or packed) data.
     splits: which splits.
     limit: pairs of the protocol's first row (the first N of each split).
     full: also every pair of the split (skipped for a split of at most
@@ -218,32 +221,33 @@ def paper_protocol(model: api.Model, data_dir: str,
     log: called with a progress line per row.
 
   Returns:
-    rows: {'split', 'protocol' ('first' | 'all'), 'label', 'a2s', 's2a',
-    'n'}, directions as ``retrieval.both_directions``.
+    per model, rows: {'split', 'protocol' ('first' | 'all'), 'label',
+    'a2s', 's2a', 'n'}, directions as ``retrieval.both_directions``.
   """
-  rows = []
+  out = [[] for _ in models]
   for split in splits:
     t0 = time.time()
     pairs = input_pipeline.load_pairs(data_dir, split, limit)
     n_first = len(pairs['sheet'])
     whole = n_first < limit   # the split has no more pairs
-    m = retrieval.both_directions(api.embed_sheet(model, pairs['sheet']),
-                                  api.embed_audio(model, pairs['spec']))
+    label = f'{split} ({n_first}{" = all" if whole else ""})'
+    for model, rows in zip(models, out):
+      m = retrieval.both_directions(api.embed_sheet(model, pairs['sheet']),
+                                    api.embed_audio(model, pairs['spec']))
+      rows.append({'split': split, 'protocol': 'first', 'label': label, **m})
     del pairs
-    rows.append({'split': split, 'protocol': 'first',
-                 'label': f'{split} ({n_first}{" = all" if whole else ""})',
-                 **m})
     if log:
       log(f'{split}: first {n_first} pairs in {time.time() - t0:.1f} s')
     if full and not whole:
       t0 = time.time()
       pieces = input_pipeline.load_pieces(data_dir, split)
-      m = retrieval.both_directions(*embed_piece_set(model, pieces))
-      rows.append({'split': split, 'protocol': 'all',
-                   'label': f'{split} (all {len(pieces)})', **m})
+      for model, rows in zip(models, out):
+        m = retrieval.both_directions(*embed_piece_set(model, pieces))
+        rows.append({'split': split, 'protocol': 'all',
+                     'label': f'{split} (all {len(pieces)})', **m})
       if log:
         log(f'{split}: all {len(pieces)} pairs in {time.time() - t0:.1f} s')
-  return rows
+  return out
 
 
 def mean_sd(rows_per_model: Sequence[list[dict]]) -> list[dict]:

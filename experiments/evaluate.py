@@ -52,8 +52,8 @@ def main(argv):
   workdir = _WORKDIR.value
   model = dccaflax.load(workdir, _WHICH.value)
   data_dir = _DATA_DIR.value or model.config.data_dir
-  rows = evaluation.paper_protocol(model, data_dir, _SPLITS.value,
-                                   _LIMIT.value, _FULL.value, logging.info)
+  rows, = evaluation.paper_protocol([model], data_dir, _SPLITS.value,
+                                    _LIMIT.value, _FULL.value, logging.info)
   cfg = model.config
   title = (f'{os.path.abspath(workdir)}: {_WHICH.value} checkpoint (epoch '
            f'{model.epoch}), width {cfg.width:g}'

@@ -1,13 +1,14 @@
 r"""The paper's whole experiment in one command, within a time budget.
 
   python -m experiments.gpu_run --flagfile=experiments/nottingham.flags \
-      --data_dir PACK --out OUT [--seeds 0,1,2] [--budget_s 540] \
+      --data_dir PACK --out OUT [--seeds 0,1,2,3] [--budget_s 540] \
       [--bench gpu|quick|tiny|none] [--bench_s 150] [--torch_peer PEER.py]
 
 For a machine lent briefly (one command of at most 10 minutes, a few files
 back): it reads packed data (``data_prep.pack``; NumPy alone, no TFDS),
-benchmarks (``dccaflax.benchmark``, for at most ``--bench_s``), trains the
-models of ``--seeds`` side by side (``training.train_side_by_side``, one
+benchmarks (``dccaflax.benchmark``, for at most ``--bench_s``; training then
+uses the steps per dispatch it found fastest), trains the models of
+``--seeds`` side by side (``training.train_side_by_side``, one
 vmapped step) until the budget says stop, evaluates each model's best
 checkpoint with the paper's protocol (the first 16,000 pairs of train, valid
 and test, both directions), runs the PyTorch peer with the time left, and
@@ -29,6 +30,7 @@ Every setting of ``TrainConfig`` is a flag, as for ``experiments.train``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging as pylogging
 import os
@@ -55,8 +57,9 @@ _OUT = flags.DEFINE_string('out', None, 'Folder for the results (created).',
 _WORKDIR = flags.DEFINE_string(
     'workdir', os.path.join(tempfile.gettempdir(), 'dccaflax_gpu_run'),
     'Where the models train (seed_<s>/ each); the same folder resumes them.')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'One model per seed, '
-                           'trained side by side.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2', '3'], 'One model per '
+                           'seed, trained side by side (4: a K of the '
+                           'benchmark, see --pick_dispatch).')
 _BUDGET_S = flags.DEFINE_float('budget_s', 540.0, 'Seconds for the whole '
                                'command, from its start.')
 _RESERVE_S = flags.DEFINE_float('reserve_s', 90.0, 'Seconds kept after '
@@ -67,6 +70,10 @@ _BENCH_S = flags.DEFINE_float('bench_s', 150.0, 'Seconds after which the '
                               'benchmark skips its remaining training rows.')
 _TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'A PyTorch peer script '
                                   'to run with the time left (needs torch).')
+_PICK_DISPATCH = flags.DEFINE_bool(
+    'pick_dispatch', True, 'Train with the steps per dispatch the benchmark '
+    'found fastest for this many models at this batch size and dtype (when '
+    'it measured them).')
 _SPLITS = flags.DEFINE_list('splits', ['train', 'valid', 'test'], 'Splits of '
                             'the paper\'s protocol.')
 
@@ -108,6 +115,8 @@ def main(argv):
     bench = benchmark.run_all(**benchmark.PRESETS[_BENCH.value],
                               deadline=time.time() + _BENCH_S.value, log=_say)
     _say(f'benchmark done after {time.time() - t_start:.0f} s')
+    if _PICK_DISPATCH.value:
+      config = _fastest_dispatch(config, bench['train'], len(seeds))
 
   workdirs = [os.path.join(_WORKDIR.value, f'seed_{s}') for s in seeds]
   try:
@@ -117,11 +126,12 @@ def main(argv):
     sys.exit(f'error: {e}')
   _say(f'training done after {time.time() - t_start:.0f} s')
 
+  models = [dccaflax.load(workdir) for workdir in workdirs]
+  rows = evaluation.paper_protocol(models, config.data_dir, _SPLITS.value,
+                                   full=False, log=_say)
   per_seed, histories, epochs = {}, {}, {}
-  for seed, workdir in zip(seeds, workdirs):
-    model = dccaflax.load(workdir)
-    per_seed[seed] = evaluation.paper_protocol(
-        model, config.data_dir, _SPLITS.value, full=False, log=_say)
+  for seed, workdir, model, model_rows in zip(seeds, workdirs, models, rows):
+    per_seed[seed] = model_rows
     histories[f'seed {seed}'] = checkpoints.read_history(workdir, 10**9)
     epochs[seed] = {'reached': histories[f'seed {seed}'][-1]['epoch'],
                     'best': model.epoch}
@@ -134,6 +144,23 @@ def main(argv):
       bench['torch_peer'] = peer
       bench['torch_ratio'] = benchmark.peer_ratios(bench['train'], peer)
   _write(out, config, seeds, per_seed, histories, epochs, bench, t_start)
+
+
+def _fastest_dispatch(config, rows, n_models: int):
+  """``config`` with the steps per dispatch of the fastest benchmark row
+  of its batch size, dtype and number of models (unchanged if none)."""
+  rows = [r for r in rows if r['models'] == n_models
+          and r['batch'] == config.batch_size and r['dtype'] == config.dtype]
+  if not rows:
+    _say(f'no benchmark row for {n_models} models at batch '
+         f'{config.batch_size} {config.dtype}: steps per dispatch stays '
+         f'{config.steps_per_dispatch}')
+    return config
+  best = max(rows, key=lambda r: r['pairs_per_s'])
+  _say(f'training with {best["steps_per_dispatch"]} steps per dispatch '
+       f'({best["pairs_per_s"]:.0f} pairs/s in the benchmark)')
+  return dataclasses.replace(config,
+                             steps_per_dispatch=best['steps_per_dispatch'])
 
 
 def _write(out, config, seeds, per_seed, histories, epochs, bench,
