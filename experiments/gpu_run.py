@@ -88,8 +88,10 @@ def _log_to(path: str) -> None:
   logging.get_absl_logger().addHandler(handler)
 
 
-def _say(text: str) -> None:
-  print(text, flush=True)
+def _say(text: str, table: bool = False) -> None:
+  """A line of the log (stderr and gpu_run.log); a table also on stdout."""
+  if table:
+    print(text, flush=True)
   logging.info('%s', text)
 
 
@@ -180,7 +182,7 @@ def _write(out, config, seeds, per_seed, histories, epochs, bench,
                'per_seed': per_seed, 'config': config.to_json(),
                'budget_s': _BUDGET_S.value, 'paper': evaluation.PAPER,
                'seconds': time.time() - t_start}, f, indent=1)
-  _say(table)
+  _say(table, table=True)
   presentation.plot_history(
       histories, os.path.join(out, 'training_curves.png'),
       f'width {config.width:g}, {len(seeds)} seeds side by side')
@@ -189,7 +191,7 @@ def _write(out, config, seeds, per_seed, histories, epochs, bench,
       json.dump(bench, f, indent=1)
     with open(os.path.join(out, 'bench.md'), 'w') as f:
       f.write(benchmark.format_table(bench) + '\n')
-    _say(benchmark.format_table(bench))
+    _say(benchmark.format_table(bench), table=True)
   with tarfile.open(os.path.join(out, 'models.tar.gz'), 'w:gz') as tar:
     for seed in seeds:
       workdir = os.path.join(_WORKDIR.value, f'seed_{seed}')
