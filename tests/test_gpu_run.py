@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 
 import dccaflax
-from data_prep import pack
+from data_prep import packing
 from tests import blocking
 
 # Not on the GPU machine (nor needed there).
@@ -21,7 +21,7 @@ runpy.run_module('experiments.gpu_run', run_name='__main__')
 
 
 def test_gpu_run_rehearsal(real_data, tmp_path):
-  packs = pack.pack(str(real_data), str(tmp_path / 'pack'),
+  packs = packing.pack(str(real_data), str(tmp_path / 'pack'),
                     {'train': None, 'valid': None, 'test': None}, log=print)
   assert all(p['pairs'] == p['split_pairs'] for p in packs.values())
   out, work = tmp_path / 'out', tmp_path / 'work'

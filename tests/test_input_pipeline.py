@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from data_prep import pack
+from data_prep import packing
 from dccaflax import audio
 from dccaflax import input_pipeline as ip
 from dccaflax import pieceset
@@ -325,7 +325,7 @@ def test_packed_data_equal_tfds(prepared, tmp_path):
   n = len(full['sheet'])
   first = int(np.flatnonzero(np.diff(
       ip.load_pieces(data_dir, 'test').piece_id))[0]) + 1   # piece 0's pairs
-  packs = pack.pack(str(data_dir), str(tmp_path), {'test': None}, log=print)
+  packs = packing.pack(str(data_dir), str(tmp_path), {'test': None}, log=print)
   assert packs['test']['pairs'] == packs['test']['split_pairs'] == n
   pairs = ip.load_pairs(tmp_path, 'test')
   assert sorted(pairs) == sorted(full)
@@ -344,7 +344,7 @@ def test_packed_data_equal_tfds(prepared, tmp_path):
                                 specs)
   # Only the pieces of the first pairs: enough for them, refused for more.
   partial = tmp_path / 'partial'
-  packs = pack.pack(str(data_dir), str(partial), {'test': first - 1},
+  packs = packing.pack(str(data_dir), str(partial), {'test': first - 1},
                     log=print)
   assert packs['test']['pieces'] == 1 and packs['test']['pairs'] == first
   some = ip.load_pairs(partial, 'test', first - 1)
@@ -353,7 +353,7 @@ def test_packed_data_equal_tfds(prepared, tmp_path):
     ip.load_pieces(partial, 'test')
   with pytest.raises(ValueError, match='pack more of it'):
     ip.load_pairs(partial, 'test', first + 1)
-  assert pack.parse_splits(['train', 'test:16000']) == {'train': None,
+  assert packing.parse_splits(['train', 'test:16000']) == {'train': None,
                                                          'test': 16000}
   with pytest.raises(ValueError, match='NAME:PAIRS'):
-    pack.parse_splits(['test:x'])
+    packing.parse_splits(['test:x'])
