@@ -353,12 +353,13 @@ def test_models_side_by_side_equal_single_runs(synthetic_data):
   Up to float rounding, which is not tiny here: vmapped convolutions round
   differently, and on blank paper a different rounding can move a max-pool
   tie, so the gradient flows through another pixel.  Measured after 2 steps
-  (AVX-512): 1e-5 to 6e-3 of the update, against a bound of 0.05.
+  (AVX-512), against a bound of 0.05: 8e-6 and 1e-4 of the update with this
+  augmentation, up to 6e-3 without any.
   """
   config, train, arrays, model, optimizer, _ = _tiny_setup(
       synthetic_data, learning_rate=0.001)
   seeds, n = (0, 1), 2
-  for aug in (steps.Augment(), steps.Augment(2, 1, 1, 3.0, 2.0)):
+  for aug in (steps.Augment(2, 1, 1, 3.0, 2.0),):   # every draw per seed
     kw = dict(model=model, optimizer=optimizer, reg=config.reg, augment=aug)
     states0 = [steps.create_train_state(jax.random.key(s), model, optimizer)
                for s in seeds]
