@@ -79,17 +79,24 @@ def read_config(workdir: str) -> config_lib.TrainConfig:
 # --------------------------------------------------------------------------
 
 
-def read_history(workdir: str, up_to_epoch: int) -> list[dict]:
-  """History lines of epochs <= ``up_to_epoch`` (later ones, from a killed
-  run, are dropped and the file rewritten)."""
+def read_history(workdir: str, up_to_epoch: Optional[int] = None
+                 ) -> list[dict]:
+  """History lines of a workdir.
+
+  Args:
+    workdir: the training workdir.
+    up_to_epoch: when resuming, the checkpoint's epoch: later lines (from a
+      killed run) are dropped and the file rewritten.  None: read only.
+  """
   path = os.path.join(workdir, HISTORY_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  rows = [r for r in rows if r['epoch'] <= up_to_epoch]
-  with open(path, 'w') as f:
-    f.writelines(json.dumps(r) + '\n' for r in rows)
+  if up_to_epoch is not None:
+    rows = [r for r in rows if r['epoch'] <= up_to_epoch]
+    with open(path, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows)
   return rows
 
 

@@ -134,7 +134,7 @@ def main(argv):
   per_seed, histories, epochs = {}, {}, {}
   for seed, workdir, model, model_rows in zip(seeds, workdirs, models, rows):
     per_seed[seed] = model_rows
-    histories[f'seed {seed}'] = checkpoints.read_history(workdir, 10**9)
+    histories[f'seed {seed}'] = checkpoints.read_history(workdir)
     epochs[seed] = {'reached': histories[f'seed {seed}'][-1]['epoch'],
                     'best': model.epoch}
   _say(f'evaluation done after {time.time() - t_start:.0f} s')
@@ -145,7 +145,8 @@ def main(argv):
     if peer is not None:
       bench['torch_peer'] = peer
       bench['torch_ratio'] = benchmark.peer_ratios(bench['train'], peer)
-  _write(out, config, seeds, per_seed, histories, epochs, bench, t_start)
+  _write(out, config, seeds, workdirs, per_seed, histories, epochs, bench,
+         t_start)
 
 
 def _fastest_dispatch(config, rows, n_models: int):
@@ -165,7 +166,7 @@ def _fastest_dispatch(config, rows, n_models: int):
                              steps_per_dispatch=best['steps_per_dispatch'])
 
 
-def _write(out, config, seeds, per_seed, histories, epochs, bench,
+def _write(out, config, seeds, workdirs, per_seed, histories, epochs, bench,
            t_start) -> None:
   """The results files (see the module doc)."""
   rows = evaluation.mean_sd([per_seed[s] for s in seeds])
@@ -193,8 +194,7 @@ def _write(out, config, seeds, per_seed, histories, epochs, bench,
       f.write(benchmark.format_table(bench) + '\n')
     _say(benchmark.format_table(bench), table=True)
   with tarfile.open(os.path.join(out, 'models.tar.gz'), 'w:gz') as tar:
-    for seed in seeds:
-      workdir = os.path.join(_WORKDIR.value, f'seed_{seed}')
+    for seed, workdir in zip(seeds, workdirs):
       for name in (checkpoints.CONFIG_FILE, checkpoints.HISTORY_FILE,
                    checkpoints.BEST_DIR):
         path = os.path.join(workdir, name)
