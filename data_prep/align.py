@@ -74,14 +74,36 @@ def align(notes, noteheads, n_frames: int, tempo: float = 1.0) -> Alignment:
     (faster than 32 ms apart), the first note's notehead is kept.
   """
   xs = check_noteheads(notes, noteheads)
+  frames, first = pair_notes(notes, tempo)
+  if len(frames) and frames[-1] >= n_frames:
+    raise AlignmentError(f'onset frames beyond the {n_frames}-frame '
+                         'spectrogram')
+  return Alignment(onset_frames=frames, notehead_x=xs[first],
+                   note_index=first)
+
+
+def pair_notes(notes, tempo: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+  """The pairs of a melody: one per distinct onset frame, the first note's.
+
+  Needs the notes alone (no engraving), so an evaluation can find the notes
+  of a piece's prepared pairs again.
+
+  Args:
+    notes: melody notes in time order (``.start_s`` at tempo factor 1).
+    tempo: the primary rendering's tempo factor.
+
+  Returns:
+    ``(frames, note_index)``: ``(P,)`` int32 strictly increasing onset
+    frames and the index of each pair's note in ``notes``.
+
+  Raises:
+    AlignmentError: onsets out of time order.
+  """
   frames = audio.onset_frame([n.start_s / tempo for n in notes])
-  if len(frames) and (np.any(np.diff(frames) < 0) or frames[-1] >= n_frames):
-    raise AlignmentError(f'onset frames out of order or beyond the '
-                         f'{n_frames}-frame spectrogram')
+  if len(frames) and np.any(np.diff(frames) < 0):
+    raise AlignmentError('onset frames out of order')
   first = np.flatnonzero(np.diff(frames, prepend=-1) > 0)
-  return Alignment(onset_frames=frames[first].astype(np.int32),
-                   notehead_x=xs[first],
-                   note_index=first.astype(np.int32))
+  return frames[first].astype(np.int32), first.astype(np.int32)
 
 
 def onset_frames_at(notes, note_index, tempo: float,

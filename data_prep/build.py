@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import Sequence
 
+from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -17,7 +18,8 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
             workers: int | None = None, download: bool = False,
             params: synth.SynthParams = synth.SynthParams(),
             progress: bool = True,
-            renderings: Sequence[synth.SynthParams] = ()) -> dict:
+            renderings: Sequence[synth.SynthParams | performance.Draw] = (),
+            extra_splits: Sequence[str] | None = None) -> dict:
   """Builds the TFDS configs; returns the report (``prep_report.json``).
 
   Args:
@@ -34,12 +36,15 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
     params: the primary rendering (``pairs``, ``spec_codes``).
     progress: progress bar.
     renderings: extra renderings for the ``pieces`` config's ``extra_*``
-      features (given to both configs, so both keep the same pieces).
+      features (given to both configs, so both keep the same pieces): fixed
+      ``SynthParams`` or drawn slots (``performance.Draw``).
+    extra_splits: the splits that get them (default: all of ``splits``).
 
   Raises:
     pipeline.PrepareError: no data, a missing folder, bundled files that do
       not match their manifest, no usable piece, a rendering repeating
-      another's tag, or LilyPond unable to run.
+      another's tag, a held-out instrument or soundfont for the train or
+      valid split, or LilyPond unable to run.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
@@ -47,7 +52,13 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
     if split not in pipeline.SPLITS:
       raise pipeline.PrepareError(f'unknown split {split!r}; expected some '
                                   f'of {pipeline.SPLITS}')
-  renderings = pipeline.check_renderings(params, renderings)
+  extra_splits = splits if extra_splits is None else tuple(extra_splits)
+  unknown = sorted(set(extra_splits) - set(splits))
+  if unknown:
+    raise pipeline.PrepareError(f'extra renderings for {unknown}, which are '
+                                f'not among the prepared splits {splits}')
+  pipeline.check_renderings(params, (), splits)
+  renderings = pipeline.check_renderings(params, renderings, extra_splits)
   midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'),
                             download)
   builder = None
@@ -55,7 +66,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
     builder = nottingham_audio_sheet.NottinghamAudioSheet(
         config=config, data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
-        renderings=renderings, progress=progress)
+        renderings=renderings, extra_splits=extra_splits, progress=progress)
     # A prepare run always rebuilds from the (cached) pieces, so --limit or
     # --splits changes take effect.
     shutil.rmtree(builder.data_dir, ignore_errors=True)

@@ -109,7 +109,7 @@ def evaluate(model, index, midi_dir: str, soundfont: str,
 
   def specs(results):
     for batch in results:
-      for name, tempo, spec in batch:
+      for name, tempo, spec, _ in batch:
         keys.append((name, tempo))
         yield spec
 

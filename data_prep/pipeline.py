@@ -5,12 +5,16 @@ Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
 ``dccaflax.audio`` (-> log spectrogram), ``align`` (onsets <-> noteheads).
 
 Renderings: the audio is rendered once with the primary ``SynthParams`` (the
-one aligned to the noteheads) and, optionally, with extra ones (other tempo
-factors or soundfonts) for augmentation.  An extra rendering has the same
-pairs as the primary, in the same order: pair ``i`` is the onset of the same
-melody note, its frame recomputed at that rendering's tempo
+one aligned to the noteheads) and, optionally, with extra ones for
+augmentation: fixed ones (other tempo factors or soundfonts) or drawn slots
+(``performance.Draw``: instrument, soundfont, tempo, dynamics and timing
+drawn per piece).  An extra rendering has the same pairs as the primary, in
+the same order: pair ``i`` is the onset of the same melody note, its frame
+recomputed from that rendering's performed note times
 (``align.onset_frames_at``).  A piece one of whose renderings fails is
-skipped as a whole, so every prepared piece has every rendering.
+skipped as a whole, so every prepared piece has every rendering.  Held-out
+instruments and soundfonts (``performance``) never reach the train and
+valid splits.
 
 Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
 inputs and of the source code of the modules that compute it, so a re-run
@@ -45,6 +49,7 @@ import numpy as np
 from data_prep import align as align_lib
 from data_prep import engrave as engrave_lib
 from data_prep import melody as melody_lib
+from data_prep import performance
 from data_prep import synth as synth_lib
 from dccaflax import audio
 
@@ -92,6 +97,8 @@ class Piece:
       float32 of the extra renderings, in tag order.
     extra_onsets: ``(E, P)`` int32: row ``e`` holds the onset frame of each
       of the ``P`` pairs in ``extra_specs[e]`` (non-decreasing).
+    rendering_params: per rendering (primary first), its ``SynthParams`` as
+      JSON (a drawn slot's drawn values).
   """
   name: str
   strip: np.ndarray
@@ -102,10 +109,12 @@ class Piece:
   renderings: tuple[str, ...]
   extra_specs: tuple[np.ndarray, ...]
   extra_onsets: np.ndarray
+  rendering_params: tuple[str, ...] = ()
 
 
 def _save_piece(path: str, name: str, strip, spec, al, bars,
-                renderings: Sequence[str], extra_specs, extra_onsets) -> None:
+                renderings: Sequence[synth_lib.SynthParams], extra_specs,
+                extra_onsets) -> None:
   """Writes an aligned piece; the extra spectrograms concatenated in time."""
   frames = np.array([s.shape[1] for s in extra_specs], np.int32)
   extra = (np.concatenate(extra_specs, axis=1) if extra_specs else
@@ -114,7 +123,9 @@ def _save_piece(path: str, name: str, strip, spec, al, bars,
       len(extra_specs), len(al.onset_frames))
   _save(path, name=np.array(name), strip=strip, spec=spec,
         onset_frames=al.onset_frames, notehead_x=al.notehead_x,
-        onset_bars=bars, renderings=np.array(list(renderings)),
+        onset_bars=bars, renderings=np.array([r.tag for r in renderings]),
+        rendering_params=np.array([json.dumps(r.to_json(), sort_keys=True)
+                                   for r in renderings]),
         extra_spec=extra.astype(np.float32, copy=False), extra_frames=frames,
         extra_onsets=onsets)
 
@@ -130,26 +141,45 @@ def load_piece(path: str) -> Piece:
                  renderings=tuple(str(t) for t in z['renderings']),
                  extra_specs=tuple(extra[:, e - n:e] for n, e in
                                    zip(z['extra_frames'], ends)),
-                 extra_onsets=z['extra_onsets'])
+                 extra_onsets=z['extra_onsets'],
+                 rendering_params=tuple(str(t) for t in z['rendering_params'])
+                 if 'rendering_params' in z.files else ())
 
 
 def check_renderings(params: synth_lib.SynthParams,
-                     renderings: Sequence[synth_lib.SynthParams]
-                     ) -> tuple[synth_lib.SynthParams, ...]:
+                     renderings: Sequence[synth_lib.SynthParams |
+                                          performance.Draw],
+                     splits: Sequence[str] = ()
+                     ) -> tuple[synth_lib.SynthParams | performance.Draw, ...]:
   """The extra renderings as a tuple, after checking them.
 
   Args:
     params: the primary rendering.
-    renderings: the extra ones.
+    renderings: the extra ones (fixed, or drawn slots).
+    splits: the splits they are for; for 'train' or 'valid', no rendering
+      may use a held-out instrument or soundfont.
 
   Raises:
     PrepareError: a rendering whose tag is the primary's or another's (tags
-      name the renderings in the data), or a tempo factor that is not > 0.
+      name the renderings in the data), a tempo factor that is not > 0, or
+      a held-out instrument or soundfont for training data.
   """
   renderings = tuple(renderings)
   for r in (params, *renderings):
+    if isinstance(r, performance.Draw):
+      if r.heldout and {'train', 'valid'} & set(splits):
+        raise PrepareError(f'rendering {r.tag} draws held-out instruments '
+                           'and soundfonts, which never reach the train and '
+                           'valid splits')
+      continue
     if not isinstance(r, synth_lib.SynthParams):
-      raise PrepareError(f'a rendering must be a synth.SynthParams, got {r!r}')
+      raise PrepareError('a rendering must be a synth.SynthParams or a '
+                         f'performance.Draw, got {r!r}')
+    if {'train', 'valid'} & set(splits):
+      try:
+        performance.check_training(r, f'rendering {r.tag}')
+      except performance.HeldOutError as e:
+        raise PrepareError(str(e)) from e
     if not r.tempo > 0:
       raise PrepareError(f'rendering {r.tag}: tempo factor must be > 0, got '
                          f'{r.tempo}')
@@ -320,32 +350,38 @@ class _RenderingError(Exception):
 
 
 def _extra_renderings(mel, al, renderings, cache_dir):
-  """Audio keys, spectrograms and ``(E, P)`` onset frames of the extras.
+  """Audio keys, spectrograms, ``(E, P)`` onset frames and ``SynthParams``
+  of the extras (a drawn slot's drawn for this piece).
 
   Raises:
     _RenderingError: the stage ('synth' or 'align') and the reason, naming
       the failing rendering's tag.
   """
-  keys, specs, onsets = [], [], []
+  keys, specs, onsets, params = [], [], [], []
   for r in renderings:
+    if isinstance(r, performance.Draw):
+      r = r.params_for(mel.name)
     try:
       key, spec = _spectrogram_cached(mel, r, cache_dir)
     except Exception as e:  # pylint: disable=broad-except
       raise _RenderingError('synth', f'rendering {r.tag}: {e}') from e
     try:
-      frames = align_lib.onset_frames_at(mel.notes, al.note_index, r.tempo,
+      played, _ = synth_lib.performed(mel.notes, r)
+      frames = align_lib.onset_frames_at(played, al.note_index, 1.0,
                                          spec.shape[1])
     except align_lib.AlignmentError as e:
       raise _RenderingError('align', f'rendering {r.tag}: {e}') from e
     keys.append(key)
     specs.append(spec)
     onsets.append(frames)
-  return tuple(keys), specs, onsets
+    params.append(r)
+  return tuple(keys), specs, onsets, params
 
 
 def _process_chunk(task):
-  """Worker: (items, cache_dir, params, renderings, timeout) -> items."""
-  items, cache_dir, params, renderings, timeout_s = task
+  """Worker: (items, cache_dir, params, renderings, extra_splits, timeout)
+  -> items."""
+  items, cache_dir, params, all_renderings, extra_splits, timeout_s = task
   mels = {}
   for it in items:
     try:
@@ -377,9 +413,10 @@ def _process_chunk(task):
     except align_lib.AlignmentError as e:
       it.status, it.stage, it.reason = 'skipped', 'align', str(e)
       continue
+    renderings = all_renderings if it.split in extra_splits else ()
     try:
-      extra_keys, extra_specs, extra_onsets = _extra_renderings(
-          mel, al, renderings, cache_dir)
+      extra_keys, extra_specs, extra_onsets, extra_params = (
+          _extra_renderings(mel, al, renderings, cache_dir))
     except _RenderingError as e:
       it.status, it.stage, it.reason = 'skipped', e.stage, e.reason
       continue
@@ -392,8 +429,7 @@ def _process_chunk(task):
     if not os.path.exists(path):
       _save_piece(path, mel.name, strip, spec, al,
                   onset_bars(mel, al.note_index),
-                  [params.tag] + [r.tag for r in renderings], extra_specs,
-                  extra_onsets)
+                  [params, *extra_params], extra_specs, extra_onsets)
     it.piece_path = path
   return items
 
@@ -402,8 +438,9 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
              params: synth_lib.SynthParams = synth_lib.SynthParams(),
              workers: int | None = None, timeout_s: float = 120.0,
              progress: bool = True,
-             renderings: Sequence[synth_lib.SynthParams] = ()
-             ) -> Iterator[Item]:
+             renderings: Sequence[synth_lib.SynthParams |
+                                  performance.Draw] = (),
+             extra_splits: Sequence[str] | None = None) -> Iterator[Item]:
   """Prepares every file, yielding one Item per input in input order.
 
   Items come as soon as their chunk is done, so a consumer (the TFDS writer)
@@ -418,23 +455,30 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     workers: processes (default: all cores).
     timeout_s: LilyPond / FluidSynth time limit per call.
     progress: show a progress bar on stderr.
-    renderings: extra renderings (other tempo factors / soundfonts) of every
-      piece, each a ``SynthParams`` with its own tag; a piece one of them
-      fails for is skipped (stage 'synth', the reason naming its tag).
+    renderings: extra renderings of every piece, each a fixed ``SynthParams``
+      (other tempo factors / soundfonts) or a drawn slot
+      (``performance.Draw``) with its own tag; a piece one of them fails for
+      is skipped (stage 'synth', the reason naming its tag).
+    extra_splits: the splits that get the extra renderings (default: all).
 
   Raises:
-    PrepareError: a rendering repeating another's tag (``check_renderings``),
-      or LilyPond cannot engrave one note on this machine (nothing is tried
-      then, and nothing cached).
+    PrepareError: a rendering repeating another's tag, or a held-out
+      instrument or soundfont for the train or valid split
+      (``check_renderings``), or LilyPond cannot engrave one note on this
+      machine (nothing is tried then, and nothing cached).
   """
-  renderings = check_renderings(params, renderings)
+  extra_splits = tuple(files) if extra_splits is None else tuple(extra_splits)
+  check_renderings(params, (), tuple(files))
+  renderings = check_renderings(params, renderings,
+                                [s for s in files if s in extra_splits])
   try:
     engrave_lib.warm_up()
   except engrave_lib.LilyPondRunError as e:
     raise PrepareError(str(e)) from e
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-  tasks = [(c, cache_dir, params, renderings, timeout_s) for c in chunks]
+  tasks = [(c, cache_dir, params, renderings, extra_splits, timeout_s)
+           for c in chunks]
   workers = workers or os.cpu_count() or 1
   with contextlib.ExitStack() as stack:
     bar = stack.enter_context(_progress(len(items), progress))
@@ -460,10 +504,11 @@ def run(files: dict[str, list[str]], cache_dir: str,
         params: synth_lib.SynthParams = synth_lib.SynthParams(),
         workers: int | None = None, timeout_s: float = 120.0,
         progress: bool = True,
-        renderings: Sequence[synth_lib.SynthParams] = ()) -> list[Item]:
+        renderings: Sequence[synth_lib.SynthParams | performance.Draw] = (),
+        extra_splits: Sequence[str] | None = None) -> list[Item]:
   """``run_iter`` as a list: one Item per input, in input order."""
   return list(run_iter(files, cache_dir, params, workers, timeout_s,
-                       progress, renderings))
+                       progress, renderings, extra_splits))
 
 
 def _progress(total: int, enabled: bool):

@@ -2,11 +2,13 @@ r"""Prepares the Nottingham audio/sheet data set (both TFDS configs).
 
   python -m data_prep.prepare --midi_dir DIR --data_dir OUT \
       [--config pairs|pieces|both] [--splits test] [--limit N] \
-      [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z]
+      [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z] \
+      [--drawn N --draw_seed S --draw_soundfonts A,B,C --draw_tempos LO,HI] \
+      [--extra_splits train]
 
 DIR holds train/valid/test (or is Nottingham.zip); without --midi_dir the
 environment variable DCCAFLAX_NOTTINGHAM is used, else the data set bundled
-with the repository (datasets/nottingham, checked against its manifest).  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.1.0 and
+with the repository (datasets/nottingham, checked against its manifest).  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.2.0 and
 OUT/prep_report.json (every input file, ok or skipped with the reason).
 Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
 
@@ -20,8 +22,14 @@ soundfont-major in the order given.  For example
   --soundfonts fluidr3,timgm6mb --tempos 0.9,1.0,1.1
 
 gives 6 renderings: fluidr3_t1.00 (the primary), fluidr3_t0.90,
-fluidr3_t1.10, timgm6mb_t0.90, timgm6mb_t1.00, timgm6mb_t1.10.  Each extra
-rendering costs one more synthesis and spectrogram per piece.
+fluidr3_t1.10, timgm6mb_t0.90, timgm6mb_t1.00, timgm6mb_t1.10.  --drawn N
+adds N drawn slots drawn0 ... drawn{N-1} after them: per piece, an
+instrument, a soundfont of --draw_soundfonts, a tempo factor in
+--draw_tempos, dynamics and timing, drawn from --draw_seed and the piece's
+name (``data_prep.performance``; held-out instruments and soundfonts are
+refused).  Each extra rendering costs one more synthesis and spectrogram per
+piece; --extra_splits limits them to some splits (validation and the paper's
+evaluation use the primary only).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from absl import flags
 from absl import logging
 
 from data_prep import build
+from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -66,6 +75,18 @@ _SOUNDFONTS = flags.DEFINE_list(
 _TEMPOS = flags.DEFINE_list(
     'tempos', [], 'Tempo factors of the renderings, e.g. 0.9,1.0,1.1 (see '
     '--soundfonts); empty: --tempo only.')
+_DRAWN = flags.DEFINE_integer('drawn', 0, 'Drawn rendering slots (see the '
+                              'module doc); 0 = none.')
+_DRAW_SEED = flags.DEFINE_integer('draw_seed', 0, 'Seed of the drawn slots.')
+_DRAW_SOUNDFONTS = flags.DEFINE_list(
+    'draw_soundfonts', list(performance.TRAIN_SOUNDFONTS),
+    'Soundfonts the drawn slots draw from.')
+_DRAW_TEMPOS = flags.DEFINE_list(
+    'draw_tempos', [f'{t:g}' for t in performance.TEMPO_RANGE],
+    'Range LOW,HIGH of the drawn slots\' tempo factors (log-uniform).')
+_EXTRA_SPLITS = flags.DEFINE_list(
+    'extra_splits', None, 'Splits that get the extra renderings (default: '
+    'all of --splits).')
 TEMPO_RANGE = (0.25, 4.0)
 
 
@@ -109,17 +130,37 @@ def extra_renderings(primary: synth.SynthParams, soundfonts: list[str],
   return tuple(out)
 
 
-def _renderings() -> tuple[synth.SynthParams, tuple[synth.SynthParams, ...]]:
+def drawn_slots(n: int, seed: int, soundfonts: list[str],
+                tempos: list[str]) -> tuple[performance.Draw, ...]:
+  """The --drawn slots; ValueError naming the flag on a bad value."""
+  if n < 0:
+    raise ValueError(f'--drawn must be >= 0, got {n}')
+  if len(tempos) != 2:
+    raise ValueError(f'--draw_tempos: expected LOW,HIGH, got {tempos}')
+  lo, hi = (parse_tempo(t, '--draw_tempos') for t in tempos)
+  if lo > hi:
+    raise ValueError(f'--draw_tempos: {lo} > {hi}')
+  try:
+    return performance.draws(n, seed, soundfonts, (lo, hi))
+  except performance.HeldOutError as e:
+    raise ValueError(f'--draw_soundfonts: {e}') from None
+
+
+def _renderings() -> tuple[synth.SynthParams, tuple]:
   """The primary and extra renderings from the flags; exits on a bad one."""
   try:
     primary = synth.SynthParams(soundfont=_SOUNDFONT.value,
                                 tempo=parse_tempo(_TEMPO.value, '--tempo'))
     extras = extra_renderings(primary, _SOUNDFONTS.value,
                               [parse_tempo(t) for t in _TEMPOS.value])
+    extras += drawn_slots(_DRAWN.value, _DRAW_SEED.value,
+                          _DRAW_SOUNDFONTS.value, _DRAW_TEMPOS.value)
   except ValueError as e:
     sys.exit(f'error: {e}')
   for flag, names in (('--soundfont', [_SOUNDFONT.value]),
-                      ('--soundfonts', _SOUNDFONTS.value)):
+                      ('--soundfonts', _SOUNDFONTS.value),
+                      ('--draw_soundfonts',
+                       _DRAW_SOUNDFONTS.value if _DRAWN.value else [])):
     for name in names:
       try:
         synth.soundfont_path(name)
@@ -137,7 +178,8 @@ def main(argv):
   try:
     report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
                            tuple(_SPLITS.value), _LIMIT.value, _WORKERS.value,
-                           _DOWNLOAD.value, primary, renderings=extras)
+                           _DOWNLOAD.value, primary, renderings=extras,
+                           extra_splits=_EXTRA_SPLITS.value)
   except (pipeline.PrepareError, synth.SynthError) as e:
     sys.exit(f'error: {e}')
   minutes = (time.time() - t0) / 60

@@ -7,9 +7,17 @@ rendered by the ``fluidsynth`` command-line synthesizer (Debian package
 stereo output is mixed to mono.
 
 Soundfonts: FluidR3_GM (Debian ``fluid-soundfont-gm``) is the default; the
-small TimGM6mb.sf2 shipped inside ``pretty_midi`` is a second timbre for
-augmentation (``soundfont_path('timgm6mb')``).  ``EVAL_SOUNDFONTS`` are
-timbres no training data is prepared with, for evaluation.
+small TimGM6mb.sf2 shipped inside ``pretty_midi`` and the Csound GM bank
+(Debian ``csound-soundfont``) are more timbres for augmentation
+(``soundfont_path('timgm6mb')``).  ``EVAL_SOUNDFONTS`` are timbres for
+evaluation; MuseScore General is never used for training data
+(``data_prep.performance``).
+
+A performance (``performed``): the notes at the tempo factor, with a
+velocity per note (a base velocity, a slow curve across the piece and
+accents) and small onset deviations, all drawn from the rendering's seed;
+with the defaults (no dynamics, no deviations) every note is played as
+written at one velocity.
 
 ``render_spectrograms`` takes notes through FluidSynth to log spectrograms
 (of the whole rendering, or of parts of it); ``render_batch`` is the worker
@@ -39,6 +47,8 @@ SOUNDFONTS = {  # for training data
     'fluidr3': (('/usr/share/sounds/sf2/FluidR3_GM.sf2',),
                 'Debian: apt-get install fluid-soundfont-gm'),
     'timgm6mb': _TIMGM6MB,
+    'gmbank': (('/usr/share/sounds/sf2/sf_GMbank.sf2',),
+               'Debian: apt-get install csound-soundfont'),
 }
 EVAL_SOUNDFONTS = {  # for evaluation: none is used to prepare training data
     'musescore': (('/usr/share/sounds/sf3/MuseScore_General.sf3',
@@ -71,20 +81,42 @@ class SynthParams:
     soundfont: a key of SOUNDFONTS or a path to an .sf2 file.
     tempo: tempo factor; 1.1 plays 10% faster (note times divided by 1.1).
     program: General MIDI program (0 = acoustic grand piano).
-    velocity: MIDI velocity of every note.
+    velocity: MIDI velocity of every note (the base of the curve).
     gain: FluidSynth master gain.
+    dynamics: amplitude of a slow velocity curve across the piece (one sine
+      of period 8-30 s), velocity units; 0 = none.
+    accent: s.d. of a random velocity offset per note; 0 = none.
+    timing_s: s.d. of a random onset deviation per note, seconds (each
+      deviation clipped to a quarter of the gaps to its neighbours); 0 =
+      none.
+    seed: seeds the per-note draws of ``dynamics``, ``accent``,
+      ``timing_s``.
+    slot: the tag of a drawn rendering slot (``performance.Draw``); empty
+      for a fixed rendering.
   """
   soundfont: str = 'fluidr3'
   tempo: float = 1.0
   program: int = 0
   velocity: int = 90
   gain: float = 1.0
+  dynamics: float = 0.0
+  accent: float = 0.0
+  timing_s: float = 0.0
+  seed: int = 0
+  slot: str = ''
 
   @property
   def tag(self) -> str:
-    """Short name for file and feature names, e.g. 'fluidr3_t1.00'."""
+    """Short name for file and feature names: the slot, else e.g.
+    'fluidr3_t1.00'."""
+    if self.slot:
+      return self.slot
     sf = os.path.splitext(os.path.basename(self.soundfont))[0].lower()
     return f'{sf}_t{self.tempo:.2f}'
+
+  def to_json(self) -> dict:
+    """The parameters as a JSON-able dict (stored with the rendering)."""
+    return dataclasses.asdict(self)
 
 
 def soundfont_path(name: str,
@@ -149,48 +181,105 @@ def at_tempo(notes, tempo: float, offset_s: float = 0.0) -> list[Note]:
                n.end_s / tempo + offset_s) for n in notes]
 
 
+DYNAMICS_PERIOD_S = (8.0, 30.0)   # range of the velocity curve's period
+VELOCITY_LIMITS = (15, 127)
+
+
+def performed(notes, params: SynthParams,
+              offset_s: float = 0.0) -> tuple[list[Note], np.ndarray]:
+  """The notes as ``params`` plays them (see the module doc).
+
+  Args:
+    notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds at
+      tempo factor 1), in time order.
+    params: tempo factor, velocity, dynamics, accent, timing, seed.
+    offset_s: added to every time after scaling.
+
+  Returns:
+    ``(notes, velocities)``: the notes at the tempo factor with their onset
+    deviations (still in order: a deviation is clipped to a quarter of the
+    gap to either neighbour; a note keeps its length but ends no later than
+    the next note starts, unless it did as written), and ``(N,)`` int MIDI
+    velocities.  Deterministic in ``params``.
+  """
+  timed = at_tempo(notes, params.tempo)
+  n = len(timed)
+  rng = np.random.default_rng([params.seed, n])
+  starts = np.array([x.start_s for x in timed], np.float64)
+  ends = np.array([x.end_s for x in timed], np.float64)
+  shift = np.zeros(n)
+  if params.timing_s > 0 and n:
+    gaps = np.diff(starts)
+    room = 0.25 * np.minimum(np.append(gaps, np.inf), np.insert(gaps, 0,
+                                                                np.inf))
+    shift = np.clip(rng.normal(0.0, params.timing_s, n), -room, room)
+    shift[0] = max(shift[0], -starts[0])        # not before time 0
+  new_starts = starts + shift
+  new_ends = ends + shift
+  nxt = np.append(new_starts[1:], np.inf)
+  legato = ends <= np.append(starts[1:], np.inf)  # did not overlap as written
+  new_ends = np.where(legato, np.minimum(new_ends, nxt), new_ends)
+  new_ends = np.maximum(new_ends, new_starts + 1e-3)
+  vel = np.full(n, float(params.velocity))
+  if params.dynamics > 0:
+    period = rng.uniform(*DYNAMICS_PERIOD_S)
+    phase = rng.uniform(0, 2 * np.pi)
+    vel += params.dynamics * np.sin(2 * np.pi * starts / period + phase)
+  if params.accent > 0:
+    vel += rng.normal(0.0, params.accent, n)
+  vel = np.clip(np.round(vel), *VELOCITY_LIMITS).astype(int)
+  out = [Note(x.pitch, float(s) + offset_s, float(e) + offset_s)
+         for x, s, e in zip(timed, new_starts, new_ends)]
+  return out, vel
+
+
+def performance_midi(parts):
+  """A ``pretty_midi.PrettyMIDI`` of performed notes, one instrument (MIDI
+  channel) per program.
+
+  Args:
+    parts: ``[(notes, velocities, program), ...]`` (``performed`` output and
+      a General MIDI program); parts of one program share an instrument.
+
+  Raises:
+    SynthError: more than 15 programs (one channel each, 9 is drums).
+  """
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+  pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+  insts = {}
+  for notes, velocities, program in parts:
+    if program not in insts:
+      if len(insts) == 15:
+        raise SynthError('more than 15 programs in one FluidSynth call')
+      insts[program] = pretty_midi.Instrument(program=int(program))
+      pm.instruments.append(insts[program])
+    for n, v in zip(notes, velocities):
+      insts[program].notes.append(pretty_midi.Note(
+          velocity=int(v), pitch=n.pitch, start=n.start_s, end=n.end_s))
+  return pm
+
+
 def melody_midi(notes, params: SynthParams):
-  """A ``pretty_midi.PrettyMIDI`` of the notes at the given tempo factor.
+  """A ``pretty_midi.PrettyMIDI`` of the notes as ``params`` plays them
+  (``performed``).
 
   Args:
     notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds).
     params: synthesis parameters.
   """
-  import pretty_midi  # pylint: disable=g-import-not-at-top
-  pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
-  inst = pretty_midi.Instrument(program=params.program)
-  for n in at_tempo(notes, params.tempo):
-    inst.notes.append(pretty_midi.Note(velocity=params.velocity,
-                                       pitch=n.pitch, start=n.start_s,
-                                       end=n.end_s))
-  pm.instruments.append(inst)
-  return pm
+  return performance_midi([(*performed(notes, params), params.program)])
 
 
-def synthesize(notes, params: SynthParams = SynthParams(), *,
-               name: str = 'melody', timeout_s: float = 120.0) -> np.ndarray:
-  """Renders notes with FluidSynth.
-
-  Args:
-    notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds at
-      tempo factor 1).
-    params: soundfont, tempo factor, program, velocity, gain.
-    name: piece name for error messages.
-    timeout_s: FluidSynth time limit.
-
-  Returns:
-    ``(num_samples,)`` float32 mono signal at 22,050 Hz; its length covers the
-    last note's end (silence appended if FluidSynth stopped earlier).
-  """
+def _fluidsynth(pm, soundfont: str, gain: float, end_s: float, name: str,
+                timeout_s: float) -> np.ndarray:
+  """Renders a PrettyMIDI; mono float32 at 22,050 Hz, at least ``end_s``."""
   import soundfile  # pylint: disable=g-import-not-at-top  (librosa's I/O)
-  binary, sf2 = fluidsynth_binary(), soundfont_path(params.soundfont)
-  if not notes:
-    raise SynthError(f'{name}: no notes to synthesize')
+  binary, sf2 = fluidsynth_binary(), soundfont_path(soundfont)
   with tempfile.TemporaryDirectory(prefix='dccaflax_synth_') as tmp:
     mid, wav = os.path.join(tmp, 'm.mid'), os.path.join(tmp, 'm.wav')
-    melody_midi(notes, params).write(mid)
+    pm.write(mid)
     cmd = [binary, '-ni', '-q', '-R', '0', '-C', '0',
-           '-g', str(params.gain), '-r', str(snippets.SAMPLE_RATE),
+           '-g', str(gain), '-r', str(snippets.SAMPLE_RATE),
            '-T', 'wav', '-O', 's16', '-F', wav, sf2, mid]
     try:
       proc = subprocess.run(cmd, capture_output=True, text=True,
@@ -206,11 +295,35 @@ def synthesize(notes, params: SynthParams = SynthParams(), *,
     raise SynthError(f'{name}: fluidsynth wrote {sr} Hz, expected '
                      f'{snippets.SAMPLE_RATE}')
   audio = audio.mean(axis=1)
-  want = int(np.ceil(max(n.end_s for n in notes) / params.tempo
-                     * snippets.SAMPLE_RATE))
+  want = int(np.ceil(end_s * snippets.SAMPLE_RATE))
   if len(audio) < want:
     audio = np.pad(audio, (0, want - len(audio)))
   return audio.astype(np.float32, copy=False)
+
+
+def synthesize(notes, params: SynthParams = SynthParams(), *,
+               name: str = 'melody', timeout_s: float = 120.0) -> np.ndarray:
+  """Renders notes with FluidSynth, as ``params`` performs them.
+
+  Args:
+    notes: sequence with ``.pitch``, ``.start_s``, ``.end_s`` (seconds at
+      tempo factor 1).
+    params: soundfont, tempo factor, program, velocity, gain, dynamics,
+      timing.
+    name: piece name for error messages.
+    timeout_s: FluidSynth time limit.
+
+  Returns:
+    ``(num_samples,)`` float32 mono signal at 22,050 Hz; its length covers the
+    last performed note's end (silence appended if FluidSynth stopped
+    earlier).
+  """
+  if not notes:
+    raise SynthError(f'{name}: no notes to synthesize')
+  played, velocities = performed(notes, params)
+  return _fluidsynth(performance_midi([(played, velocities, params.program)]),
+                     params.soundfont, params.gain,
+                     max(n.end_s for n in played), name, timeout_s)
 
 
 WHOLE = ((0.0, float('inf')),)  # render_spectrograms: the whole rendering
@@ -244,30 +357,44 @@ def render_spectrograms(notes, params: SynthParams = SynthParams(),
   return out
 
 
-def render_batch(task) -> list[tuple[str, float, np.ndarray]]:
-  """Worker: renders (MIDI file, tempo) items in ONE FluidSynth call.
+def render_batch(task) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
+  """Worker: renders (MIDI file, performance) items in ONE FluidSynth call.
 
   Loading a compressed (.sf3) soundfont takes seconds, so the items are
-  played one after another (``GAP_S`` of silence between), each with its
-  note times divided by its tempo factor, and cut apart; each piece keeps
-  ``TAIL_S`` after its last note end (the release).
+  played one after another (``GAP_S`` of silence between), each performed
+  as its ``SynthParams`` says (tempo factor, program, dynamics, timing;
+  up to 15 programs in a call), and cut apart; each piece keeps ``TAIL_S``
+  after its last note end (the release).
 
   Args:
-    task: ``(items, soundfont)``, items ``[(midi_path, tempo), ...]``,
-      soundfont a key of ``SOUNDFONTS`` or a path.
+    task: ``(items, soundfont)``, items ``[(midi_path, tempo or
+      SynthParams), ...]``: a tempo factor plays the notes as written on
+      piano; every item is rendered with ``soundfont`` (a key of
+      ``SOUNDFONTS`` or ``EVAL_SOUNDFONTS``, or a path).
 
   Returns:
-    ``[(piece, tempo, spec (136, T) float32), ...]`` in item order.
+    ``[(piece, tempo, spec (136, T) float32, onsets_s (N,)), ...]`` in item
+    order; ``onsets_s`` the performed start of each melody note, seconds
+    from the start of ``spec``.
   """
   items, soundfont = task
-  notes, keys, spans, offset = [], [], [], 0.0
-  for path, tempo in items:
+  parts, keys, spans, offset = [], [], [], 0.0
+  for path, how in items:
+    params = (how if isinstance(how, SynthParams)
+              else SynthParams(tempo=float(how)))
     mel = melody.read_melody(path)
-    length = max(n.end_s for n in mel.notes) / tempo
-    notes += at_tempo(mel.notes, tempo, offset)
-    keys.append((mel.name, tempo))
-    spans.append((offset, offset + length + TAIL_S))
-    offset += length + GAP_S
-  specs = render_spectrograms(notes, SynthParams(soundfont=soundfont), spans,
-                              name=f'{len(items)} renderings', timeout_s=1200)
-  return [(name, tempo, spec) for (name, tempo), spec in zip(keys, specs)]
+    played, velocities = performed(mel.notes, params, offset)
+    parts.append((played, velocities, params.program))
+    end = max(n.end_s for n in played)
+    keys.append((mel.name, params.tempo,
+                 np.array([n.start_s - offset for n in played])))
+    spans.append((offset, end + TAIL_S))
+    offset = end + GAP_S
+  known = {**EVAL_SOUNDFONTS, **SOUNDFONTS}
+  path = soundfont_path(soundfont, known if soundfont in known else SOUNDFONTS)
+  wave = _fluidsynth(performance_midi(parts), path, 1.0, offset,
+                     f'{len(items)} renderings', 1200)
+  sr = snippets.SAMPLE_RATE
+  return [(name, tempo,
+           audio.spectrogram(wave[int(round(a * sr)):int(round(b * sr))]),
+           onsets) for (name, tempo, onsets), (a, b) in zip(keys, spans)]

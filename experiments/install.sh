@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything dccaflax needs on Debian/Ubuntu; safe to run again.
 # System packages (apt-get, only when missing): fluidsynth, the FluidR3 GM
-# soundfont, libcairo2 (SVG rasterizing). Python packages: this repo with its
+# soundfont, the Csound GM bank (a training timbre), MuseScore General (held
+# out for evaluation), libcairo2 (SVG rasterizing). Python packages: this repo with its
 # test extra (pip). Where the system Python refuses pip (PEP 668), a virtual
 # environment .venv is made and used; experiments/env.sh picks it up.
 set -euo pipefail
@@ -10,6 +11,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v fluidsynth >/dev/null || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || need+=(csound-soundfont)
 [ -f /usr/share/sounds/sf3/MuseScore_General.sf3 ] || need+=(musescore-general-soundfont-small)
 ldconfig -p 2>/dev/null | grep -q libcairo.so.2 || need+=(libcairo2)
 if [ ${#need[@]} -gt 0 ]; then

@@ -73,13 +73,13 @@ def test_prepare_builds_both_configs_readable_without_tensorflow(prepared):
 
 def _source(data_dir, config: str, split: str = 'test'):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  folder = data_dir / 'nottingham_audio_sheet' / config / '1.1.0'
+  folder = data_dir / 'nottingham_audio_sheet' / config / '1.2.0'
   return tfds.builder_from_directory(str(folder)).as_data_source(split)
 
 
 def test_pieces_config_is_compact(prepared):
   data_dir, _ = prepared
-  folder = data_dir / 'nottingham_audio_sheet' / 'pieces' / '1.1.0'
+  folder = data_dir / 'nottingham_audio_sheet' / 'pieces' / '1.2.0'
   info = json.loads((folder / 'dataset_info.json').read_text())
   size = sum(f.stat().st_size for f in folder.glob('*array_record*'))
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -211,6 +211,8 @@ def test_show_draws_the_renderings(prepared_renderings, tmp_path):
                                       'timgm6mb_t1.00']
   assert all(len(f) == len(ex['notehead_x']) for _, _, f in rends)
   out = figures.draw_renderings(ex, str(tmp_path / 'r.png'), n_pairs=4)
+  assert os.path.getsize(out) > 20_000
+  out = figures.draw_augmentations(ex, str(tmp_path / 'a.png'), n_pairs=3)
   assert os.path.getsize(out) > 20_000
 
 

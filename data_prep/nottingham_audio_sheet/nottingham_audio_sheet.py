@@ -24,7 +24,10 @@ Configs:
     each), ``extra_onsets`` ``(E, P)`` int32 the frame of pair ``i`` in
     rendering ``e`` (non-decreasing; two pairs may share a frame at a fast
     tempo).  Without extra renderings: shapes ``(136, 0)``, ``(0,)``,
-    ``(0,)``, ``(0, P)``.
+    ``(0,)``, ``(0, P)``.  ``rendering_params`` (text, since 1.2.0): a JSON
+    list of every rendering's ``SynthParams`` (soundfont, tempo factor,
+    program, velocity, dynamics, accent, timing, seed, slot), the primary
+    first: a drawn slot's values for this piece (``data_prep.performance``).
 
 The ``pairs`` config holds the primary rendering only (the paper's evaluation
 data), and both configs hold the same pieces: a piece one of whose renderings
@@ -46,6 +49,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle
 
+from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -93,6 +97,7 @@ def features(config: str) -> dict[str, tfds.features.FeatureConnector]:
                                            dtype=np.float32, **_Z),
       'extra_onsets': tfds.features.Tensor(shape=(None, None),
                                            dtype=np.int32, **_Z),
+      'rendering_params': tfds.features.Text(),
   }
 
 
@@ -140,6 +145,7 @@ def piece_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
           'spec_scale': np.float32(scale),
           'onset_frames': piece.onset_frames,
           'notehead_x': piece.notehead_x, 'onset_bars': piece.onset_bars,
+          'rendering_params': '[' + ','.join(piece.rendering_params) + ']',
           **extra_features(piece.renderings, piece.extra_specs,
                            piece.extra_onsets, len(piece.onset_frames))}
 
@@ -162,6 +168,7 @@ def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
     if 'renderings' not in piece:
       piece = {**piece, **extra_features((), (), (),
                                          len(piece['onset_frames']))}
+    piece = {'rendering_params': '[]', **piece}
     yield name, {k: piece[k] for k in features(config)}
     return
   for frame, x, bar in zip(piece['onset_frames'], piece['notehead_x'],
@@ -176,13 +183,16 @@ def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
 class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   """Aligned sheet-music / audio pairs from the Nottingham MIDI data set."""
 
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {
       '1.0.0': 'LilyPond 2.25 engraving, FluidSynth FluidR3 GM.',
       '1.1.0': ('pieces: extra audio renderings (tempo factors x soundfonts) '
                 'for augmentation: renderings, extra_codes, extra_frames, '
                 'extra_scales, extra_onsets (empty without extras); pairs '
                 'unchanged.'),
+      '1.2.0': ('pieces: rendering_params (JSON of every rendering\'s '
+                'synthesis parameters, drawn slots\' values per piece); '
+                'pairs unchanged.'),
   }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name='pairs', description=(
@@ -201,7 +211,9 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, splits=pipeline.SPLITS, limit: int | None = None,
                cache_dir: str | None = None, workers: int | None = None,
                synth_params: synth.SynthParams = synth.SynthParams(),
-               renderings: Sequence[synth.SynthParams] = (),
+               renderings: Sequence[synth.SynthParams |
+                                    performance.Draw] = (),
+               extra_splits: Sequence[str] | None = None,
                progress: bool = True, **kwargs):
     """Extra arguments (generation only; reading needs none of them).
 
@@ -213,9 +225,12 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
       synth_params: soundfont, tempo factor, ... of the primary rendering
         (the audio of ``pairs`` and of ``spec_codes``).
       renderings: extra renderings of every piece (``pieces``' ``extra_*``
-        features), in this order; each tag (``SynthParams.tag``) must differ
-        from the primary's and the others'.  Pass the same to both configs:
-        a piece one of them fails for is skipped.
+        features), in this order: fixed ``SynthParams`` or drawn slots
+        (``performance.Draw``); each tag must differ from the primary's and
+        the others'.  Pass the same to both configs: a piece one of them
+        fails for is skipped.
+      extra_splits: the splits that get the extra renderings (default:
+        all).
       progress: progress bar.
       **kwargs: for ``tfds.core.GeneratorBasedBuilder``.
 
@@ -227,6 +242,7 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
     self._cache_dir, self._workers = cache_dir, workers
     self._synth_params, self._progress = synth_params, progress
     self._renderings = pipeline.check_renderings(synth_params, renderings)
+    self._extra_splits = extra_splits
     self.items: list[pipeline.Item] = []
     self._root = os.fspath(kwargs.get('data_dir') or tfds.core.constants.DATA_DIR)
     super().__init__(**kwargs)
@@ -271,13 +287,17 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
     self._stream = pipeline.run_iter(files, cache_dir, self._synth_params,
                                      workers=self._workers,
                                      progress=self._progress,
-                                     renderings=self._renderings)
+                                     renderings=self._renderings,
+                                     extra_splits=self._extra_splits)
     self._pending = {split: collections.deque() for split in files}
     self._report_extra = dict(midi_dir=midi_dir, splits=list(files),
                               limit=self._limit,
                               synth=self._synth_params.tag,
                               renderings=[r.tag for r in (
-                                  self._synth_params, *self._renderings)])
+                                  self._synth_params, *self._renderings)],
+                              extra_splits=(list(files) if self._extra_splits
+                                            is None else
+                                            list(self._extra_splits)))
     self.items = []
     return {split: self._generate_examples(split) for split in files}
 
