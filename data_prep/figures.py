@@ -3,8 +3,12 @@ snippet pairs like the paper's Figure 1."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 
+from data_prep import performance
 from dccaflax import audio
 from dccaflax import pieceset
 from dccaflax import snippets
@@ -102,6 +106,24 @@ def rendering_spectrograms(ex) -> list[tuple[str, np.ndarray, np.ndarray]]:
           frames in pieceset.piece_renderings(ex)]
 
 
+def rendering_labels(ex) -> list[str]:
+  """A label per rendering: its tag, and for a drawn performance the drawn
+  instrument, soundfont and tempo factor (``rendering_params``)."""
+  tags = [tag for tag, _, _ in rendering_spectrograms(ex)]
+  params = json.loads(pieceset.text(ex.get('rendering_params', b'[]')) or
+                      '[]')
+  names = {**performance.TRAIN_PROGRAMS, **performance.HELDOUT_PROGRAMS}
+  out = []
+  for k, tag in enumerate(tags):
+    p = params[k] if k < len(params) else None
+    if p and p.get('slot'):
+      sf = os.path.splitext(os.path.basename(p['soundfont']))[0]
+      name = names.get(p['program'], f'program {p["program"]}')
+      tag = f'{tag}\n{name}\n{sf}, tempo {p["tempo"]:.2f}'
+    out.append(tag)
+  return out
+
+
 def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
   """Writes a figure of the same pairs in every rendering; returns ``out``.
 
@@ -113,6 +135,7 @@ def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rends = rendering_spectrograms(ex)
+  labels = rendering_labels(ex)
   xs = ex['notehead_x']
   picks = np.linspace(0, len(xs) - 1, min(n_pairs, len(xs))).round().astype(
       int)
@@ -133,9 +156,69 @@ def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
       a.set_yticks([])
       a.set_title(f'frame {frames[i]}', fontsize=7)
       if j == 0:
-        a.set_ylabel(tag, fontsize=8)
+        a.set_ylabel(labels[r - 1], fontsize=7)
   fig.suptitle(f'{ex["piece"].decode()}: the same pairs in its '
                f'{len(rends)} renderings', fontsize=10)
+  fig.savefig(out, dpi=100, bbox_inches='tight')
+  plt.close(fig)
+  return out
+
+
+# One row per audio augmentation of the robust recipe
+# (experiments/nottingham_robust.flags), then all of them together.
+AUGMENTATIONS = (
+    ('none', {}),
+    ('stretch +-10 %', dict(stretch=0.1)),
+    ('tuning +-0.5 bin', dict(tune_bins=0.5)),
+    ('tilt / EQ 6 dB', dict(eq_db=6.0)),
+    ('gain curve 6 dB', dict(curve_db=6.0)),
+    ('noise floor 25 dB', dict(noise_db=25.0)),
+    ('masks 8 frames, 6 bins', dict(time_mask=8, freq_mask=6)),
+    ('all of them', dict(stretch=0.1, tune_bins=0.5, eq_db=6.0, curve_db=6.0,
+                         noise_db=25.0, time_mask=8, freq_mask=6)),
+)
+
+
+def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
+  """Writes a figure of the same excerpts under each audio augmentation
+  (``AUGMENTATIONS``, drawn as the training step draws them, from
+  ``seed``); returns ``out``.  Columns: ``n_pairs`` evenly spaced pairs of
+  the primary rendering."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from dccaflax import audio_augment  # pylint: disable=g-import-not-at-top
+  from dccaflax import steps  # pylint: disable=g-import-not-at-top
+  _, spec, frames = rendering_spectrograms(ex)[0]
+  picks = np.linspace(0, len(frames) - 1, min(n_pairs, len(frames))).round(
+  ).astype(int)
+  m = audio_augment.MARGIN
+  padded = np.pad(spec, ((0, 0), (m, m)))
+  half = snippets.SPEC_FRAMES // 2 + m    # the wider window of a stretch
+  wide = np.stack([padded[:, frames[i] + m - half:frames[i] + m + half]
+                   for i in picks])
+  fig, axes = plt.subplots(len(AUGMENTATIONS), len(picks), squeeze=False,
+                           figsize=(2.4 * len(picks),
+                                    1.5 * len(AUGMENTATIONS)))
+  for r, (label, setting) in enumerate(AUGMENTATIONS):
+    aug = steps.Augment(**setting)
+    x = wide if aug.stretch else wide[:, :, m:-m]
+    got = np.asarray(steps.augment_audio(
+        jax.random.fold_in(jax.random.key(seed), r), x, aug))
+    for j, i in enumerate(picks):
+      a = axes[r, j]
+      a.imshow(got[j], origin='lower', cmap='magma', aspect='auto', vmin=0,
+               vmax=max(float(wide.max()), 1e-3))
+      a.axvline(snippets.SPEC_FRAMES // 2, color='c', lw=0.6, alpha=0.6)
+      a.set_xticks([])
+      a.set_yticks([])
+      if r == 0:
+        a.set_title(f'pair {i}', fontsize=8)
+      if j == 0:
+        a.set_ylabel(label, fontsize=8)
+  fig.suptitle(f'{ex["piece"].decode()}: the same excerpts under each audio '
+               'augmentation (dccaflax.audio_augment)', fontsize=10)
   fig.savefig(out, dpi=100, bbox_inches='tight')
   plt.close(fig)
   return out

@@ -3,11 +3,13 @@ onset marks (same colour = same onset), and a row of snippet pairs like the
 paper's Figure 1.
 
   python -m data_prep.show --data_dir OUT --piece NAME --out fig.png \
-      [--start 0 --seconds 10] [--renderings_out renderings.png]
+      [--start 0 --seconds 10] [--renderings_out renderings.png] \
+      [--augment_out augment.png]
 
 --renderings_out also draws a few pairs in every prepared rendering (data
 prepared with --soundfonts/--tempos): one sheet snippet over the excerpts of
-each rendering at its own onset frame.
+each rendering at its own onset frame; --augment_out the same excerpts under
+each audio augmentation of training (``dccaflax.audio_augment``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ _PAIRS = flags.DEFINE_integer('pairs', 6, 'Snippet pairs in the bottom row.')
 _RENDERINGS_OUT = flags.DEFINE_string(
     'renderings_out', None, 'Also write a PNG of a few pairs in every '
     'prepared rendering.')
+_AUGMENT_OUT = flags.DEFINE_string(
+    'augment_out', None, 'Also write a PNG of a few excerpts under each '
+    'audio augmentation.')
 
 
 def main(argv):
@@ -49,6 +54,10 @@ def main(argv):
     figures.draw_renderings(ex, _RENDERINGS_OUT.value, _PAIRS.value)
     print(f'wrote {_RENDERINGS_OUT.value} ({len(ex["extra_frames"]) + 1} '
           'renderings)')
+  if _AUGMENT_OUT.value:
+    figures.draw_augmentations(ex, _AUGMENT_OUT.value, _PAIRS.value)
+    print(f'wrote {_AUGMENT_OUT.value} ({len(figures.AUGMENTATIONS)} '
+          'augmentations)')
 
 
 if __name__ == '__main__':

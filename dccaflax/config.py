@@ -71,6 +71,22 @@ class TrainConfig:
                                 'excerpt (+-dB, 0 = off).')
   aug_gain_curve_db: float = _setting(0.0, 'Max slow random gain curve '
                                       'within an audio excerpt (dB, 0 = off).')
+  aug_eq_db: float = _setting(0.0, 'Scale of a random spectral tilt and '
+                              'smooth EQ curve per audio excerpt (dB, 0 = '
+                              'off; dccaflax.audio_augment).')
+  aug_noise_db: float = _setting(0.0, 'Loudest random noise floor, dB below '
+                                 "the excerpt's loudest frame (drawn down to "
+                                 '30 dB lower; 0 = off).')
+  aug_tune_bins: float = _setting(0.0, 'Max random tuning deviation, '
+                                  'fractions of a bin (24 per octave; <= 1; '
+                                  '0 = off).')
+  aug_stretch: float = _setting(0.0, 'Max random time stretch of an audio '
+                                'excerpt about its onset (0.1 = +-10 %, the '
+                                'most; 0 = off).')
+  aug_time_mask: int = _setting(0, 'Widest band of frames silenced per '
+                                'excerpt (0 = off).')
+  aug_freq_mask: int = _setting(0, 'Widest band of bins silenced per excerpt '
+                                '(0 = off).')
   # In an older config.json a bool is read by level.check_method (true was
   # 'mean'), and no field at all means 'none' (see from_json).
   level_norm: str = _setting(

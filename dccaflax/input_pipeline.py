@@ -227,8 +227,8 @@ def _packed_pairs(data_dir: str, split: str, limit: Optional[int]) -> dict:
 
 
 def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
-                frame: jax.Array, step: jax.Array, dx=0, dy=0, dframe=0
-                ) -> tuple[jax.Array, jax.Array]:
+                frame: jax.Array, step: jax.Array, dx=0, dy=0, dframe=0,
+                margin: int = 0) -> tuple[jax.Array, jax.Array]:
   """Cuts a batch of (sheet snippet, spectrogram excerpt) windows (jit-able).
 
   Same geometry as ``snippets.sheet_snippet`` / ``snippets.spec_excerpt``:
@@ -248,10 +248,12 @@ def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
     dy: () or (B,) int, vertical sheet shift in px, ``|dy| <= MAX_DY``.
     dframe: () or (B,) int, onset jitter in frames, ``|dframe| <=
       MAX_DFRAME``.
+    margin: static; the excerpts are cut this many frames wider each side
+      (at most ``pieceset.STRETCH_MARGIN``, for a time stretch).
 
   Returns:
-    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8 and (B, 136, 100) float32
-    (log(1 + filterbank magnitude), ``codes * step``).
+    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8 and (B, 136, 100 + 2 *
+    margin) float32 (log(1 + filterbank magnitude), ``codes * step``).
   """
   x = jnp.asarray(x, jnp.int32)
   b = x.shape[0]
@@ -259,33 +261,38 @@ def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
   col = x + offset(dx) - snippets.SHEET_WIDTH // 2
   row = snippets.STRIP_MARGIN + offset(dy)
   start = (jnp.asarray(frame, jnp.int32) + offset(dframe)
-           - snippets.SPEC_FRAMES // 2)
+           - snippets.SPEC_FRAMES // 2 - margin)
   sheets = jax.vmap(lambda r, c: jax.lax.dynamic_slice(
       strips, (r, c), (snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH)))(row, col)
   zero = jnp.zeros((), jnp.int32)
   codes = jax.vmap(lambda t: jax.lax.dynamic_slice(
-      specs, (zero, t), (snippets.SPEC_BINS, snippets.SPEC_FRAMES)))(start)
+      specs, (zero, t), (snippets.SPEC_BINS,
+                         snippets.SPEC_FRAMES + 2 * margin)))(start)
   step = jnp.asarray(step, jnp.float32)[:, None, None]
   return sheets, codes.astype(jnp.float32) * step
 
 
 def batch_windows(arrays: pieceset.Arrays, idx: jax.Array, rendering=0, dx=0,
-                  dy=0, dframe=0) -> tuple[jax.Array, jax.Array]:
+                  dy=0, dframe=0, margin: int = 0
+                  ) -> tuple[jax.Array, jax.Array]:
   """Windows of the pairs ``idx`` in the given rendering(s) (jit-able).
 
   Args:
     arrays: ``Arrays`` (on the device).
     idx: (B,) int pair indices.
     rendering: () or (B,) int, row of ``arrays.frame`` (0: the first).
-    dx, dy, dframe: augmentation offsets, as ``cut_windows``.
+    dx, dy, dframe, margin: augmentation offsets and the static extra
+      frames each side, as ``cut_windows``.
 
   Returns:
-    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8, (B, 136, 100) float32.
+    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8, (B, 136, 100 + 2 *
+    margin) float32.
   """
   idx = jnp.asarray(idx, jnp.int32)
   r = jnp.broadcast_to(jnp.asarray(rendering, jnp.int32), idx.shape)
   return cut_windows(arrays.strips, arrays.specs, arrays.x[idx],
-                     arrays.frame[r, idx], arrays.step[r, idx], dx, dy, dframe)
+                     arrays.frame[r, idx], arrays.step[r, idx], dx, dy, dframe,
+                     margin)
 
 
 def random_renderings(rng: jax.Array, batch_size: int,

@@ -31,10 +31,15 @@ from dccaflax import snippets
 MAX_DX = 10                          # px, horizontal sheet shift
 MAX_DY = snippets.STRIP_MARGIN       # px, vertical sheet shift (strip margin)
 MAX_DFRAME = 2                       # frames, onset jitter
+MAX_STRETCH = 0.1                    # time stretch factor 1 +- this
+# Frames each side of a window that a stretch of MAX_STRETCH reads
+# (``audio_augment.stretch_time``; one more for the interpolation).
+STRETCH_MARGIN = int(np.ceil(snippets.SPEC_FRAMES / 2 * MAX_STRETCH)) + 1
 # One more than strictly needed so that a notehead rounded onto x == W (or an
 # onset on frame == T) still gets a window of pure padding beyond the piece.
 SHEET_GAP = snippets.SHEET_WIDTH // 2 + MAX_DX + 1      # 61 px of paper
-SPEC_GAP = snippets.SPEC_FRAMES // 2 + MAX_DFRAME + 1   # 53 frames of silence
+SPEC_GAP = (snippets.SPEC_FRAMES // 2 + MAX_DFRAME + STRETCH_MARGIN
+            + 1)                                      # 59 frames of silence
 
 
 def text(x) -> str:
@@ -98,7 +103,7 @@ class PieceSet:
 
   Layout: ``[gap][piece 0][gap][piece 1]...[piece n-1][gap]`` along x
   (``SHEET_GAP`` = 61 px of paper) and, for every (piece, rendering)
-  spectrogram in turn, along time (``SPEC_GAP`` = 53 frames of silence), so
+  spectrogram in turn, along time (``SPEC_GAP`` = 59 frames of silence), so
   a window of any allowed augmentation offset stays within its piece's
   padding.
 

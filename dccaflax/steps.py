@@ -9,8 +9,10 @@ Data stay on the device: a ``pieceset.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
 pair indices, with augmentation drawn on the device (sheet shifts, onset
 jitter, a uniform choice among the prepared audio renderings loaded with
-``TrainConfig.renderings``, and a random gain and gain curve per excerpt,
-``dccaflax.level``).  ``train_step`` takes one step per jitted call;
+``TrainConfig.renderings``, a random gain and gain curve per excerpt,
+``dccaflax.level``, and what a recording does to a spectrogram,
+``dccaflax.audio_augment``: time stretch, tuning, EQ, a noise floor and
+masks).  ``train_step`` takes one step per jitted call;
 ``train_chunk`` runs up to ``steps_per_dispatch`` of them in one call,
 slicing its batches from the epoch's order on the device.  Both trace the
 same pure ``_step``.  A step whose loss or gradient is not finite changes
@@ -33,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dccaflax import audio_augment
 from dccaflax import cca
 from dccaflax import config as config_lib
 from dccaflax import input_pipeline
@@ -50,21 +53,38 @@ class Augment(NamedTuple):
   dframe: int = 0         # onset jitter, frames
   gain_db: float = 0.0    # global gain per excerpt, +-dB
   curve_db: float = 0.0   # slow gain curve within an excerpt, dB
+  eq_db: float = 0.0      # spectral tilt / random EQ scale, dB
+  noise_db: float = 0.0   # loudest noise floor, dB below the peak (0 = off)
+  tune_bins: float = 0.0  # tuning deviation, +-bins
+  stretch: float = 0.0    # time stretch factor 1 +- this
+  time_mask: int = 0      # widest silenced band of frames
+  freq_mask: int = 0      # widest silenced band of bins
 
 
 def augment_of(config: config_lib.TrainConfig) -> Augment:
   """The config's augmentation, checked.
 
   Raises:
-    ValueError: an offset beyond the strip margin or the silence pad, or a
-      negative gain range.
+    ValueError: an offset beyond the strip margin or the silence pad, a
+      negative range, or one beyond its limit, naming the setting.
   """
   aug = Augment(config.aug_dx, config.aug_dy, config.aug_dframe,
-                float(config.aug_gain_db), float(config.aug_gain_curve_db))
+                float(config.aug_gain_db), float(config.aug_gain_curve_db),
+                float(config.aug_eq_db), float(config.aug_noise_db),
+                float(config.aug_tune_bins), float(config.aug_stretch),
+                int(config.aug_time_mask), int(config.aug_freq_mask))
   pieceset.check_augmentation(aug.dx, aug.dy, aug.dframe)
-  if not (aug.gain_db >= 0 and aug.curve_db >= 0):
-    raise ValueError('aug_gain_db and aug_gain_curve_db must be >= 0, got '
-                     f'{aug.gain_db} and {aug.curve_db}')
+  limits = {'aug_gain_db': (aug.gain_db, float('inf')),
+            'aug_gain_curve_db': (aug.curve_db, float('inf')),
+            'aug_eq_db': (aug.eq_db, float('inf')),
+            'aug_noise_db': (aug.noise_db, float('inf')),
+            'aug_tune_bins': (aug.tune_bins, audio_augment.MAX_TUNE_BINS),
+            'aug_stretch': (aug.stretch, audio_augment.MAX_STRETCH),
+            'aug_time_mask': (aug.time_mask, snippets.SPEC_FRAMES),
+            'aug_freq_mask': (aug.freq_mask, snippets.SPEC_BINS)}
+  for name, (value, most) in limits.items():
+    if not 0 <= value <= most:   # also refuses nan
+      raise ValueError(f'{name} must be in [0, {most}], got {value}')
   return aug
 
 
@@ -177,6 +197,43 @@ def _constrain(x, sharding):
       x, sharding)
 
 
+def augment_audio(key: jax.Array, specs: jax.Array,
+                  augment: Augment) -> jax.Array:
+  """The audio augmentations of a step, in a recording's order (traced).
+
+  Args:
+    key: PRNG key of the step.
+    specs: ``(B, 136, 100)`` excerpts, or ``(B, 136, 100 + 2 *
+      audio_augment.MARGIN)`` where ``augment.stretch`` (cut wider).
+    augment: the static ``Augment``; the audio settings that are 0 are
+      skipped (no op traced).
+
+  Returns:
+    ``(B, 136, 100)`` float32: stretched, retuned, equalised, re-levelled
+    (gain and gain curve), with a noise floor, masked.
+  """
+  augment = Augment(*augment)
+  keys = jax.random.split(key, 6)
+  if augment.stretch:
+    specs = audio_augment.stretch_time(keys[0], specs, augment.stretch)
+  if augment.tune_bins:
+    specs = audio_augment.shift_bins(keys[1], specs, augment.tune_bins)
+  if augment.eq_db:
+    specs = audio_augment.random_eq(keys[2], specs, augment.eq_db)
+  if augment.gain_db or augment.curve_db:
+    # The key of the step's gains since they were the only audio
+    # augmentation: runs that use them alone replay as before.
+    specs = level.relevel(specs, level.random_gains(
+        key, specs.shape[0], specs.shape[-1], augment.gain_db,
+        augment.curve_db, snippets.FPS))
+  if augment.noise_db:
+    specs = audio_augment.add_noise_floor(keys[4], specs, augment.noise_db)
+  if augment.time_mask or augment.freq_mask:
+    specs = audio_augment.mask(keys[5], specs, augment.time_mask,
+                               augment.freq_mask)
+  return specs
+
+
 def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
           reg: float, augment: Augment, seed: int,
@@ -193,12 +250,10 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
   if n_renderings > 1:
     rendering = input_pipeline.random_renderings(
         jax.random.fold_in(rng, 1), idx.shape[0], n_renderings)
+  margin = audio_augment.MARGIN if augment.stretch else 0
   sheets, specs = input_pipeline.batch_windows(arrays, idx, rendering,
-                                               *offsets)
-  if augment.gain_db or augment.curve_db:
-    specs = level.relevel(specs, level.random_gains(
-        jax.random.fold_in(rng, 2), idx.shape[0], specs.shape[-1],
-        augment.gain_db, augment.curve_db, snippets.FPS))
+                                               *offsets, margin)
+  specs = augment_audio(jax.random.fold_in(rng, 2), specs, augment)
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(

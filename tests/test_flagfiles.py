@@ -39,3 +39,6 @@ def test_flagfiles_parse_into_configs():
   beyond = configs['experiments/nottingham_renderings.flags']
   assert beyond['renderings'] == 'all' and beyond['level_norm'] == 'peak'
   assert beyond['aug_gain_curve_db'] > 0
+  robust = configs['experiments/nottingham_robust.flags']
+  assert robust['renderings'] == 'all' and robust['aug_stretch'] > 0
+  assert all(paper[k] == 0 for k in paper if k.startswith('aug_'))
