@@ -1,10 +1,16 @@
 r"""Data preparation speed, pieces/s per stage (no cache).
 
-  python -m data_prep.benchmark [--midi_dir DIR] [--split test --n 16]
+  python -m data_prep.benchmark [--midi_dir DIR] [--split test --n 16] \
+      [--renderings]
 
 Times each stage on ``--n`` pieces in one process, cold (nothing cached), and
 estimates a full run (1,037 pieces) on all cores.  The real full-run time is
 what ``python -m data_prep.prepare`` prints at the end.
+
+--renderings also times the extra renderings per piece (synthesis,
+spectrogram and onset frames, as the pipeline makes them): the five fixed
+ones of ``--soundfonts fluidr3,timgm6mb --tempos 0.9,1.0,1.1`` against five
+drawn performances (``--drawn 5``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from absl import flags
 from data_prep import align
 from data_prep import engrave
 from data_prep import melody
+from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -30,6 +37,8 @@ _MIDI_DIR = flags.DEFINE_string('midi_dir', None,
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to sample pieces from.')
 _N = flags.DEFINE_integer('n', 16, 'Pieces to time.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
+_RENDERINGS = flags.DEFINE_bool('renderings', False, 'Also time fixed '
+                                'against drawn extra renderings.')
 N_FULL = 1037
 
 
@@ -70,6 +79,29 @@ def run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
   }
 
 
+def renderings_run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
+  """Seconds per extra rendering per piece: fixed (soundfont x tempo) vs
+  drawn (``performance.Draw``), the same pieces, nothing cached."""
+  files = pipeline.list_midi(midi_dir, (split,), n)[split]
+  mels = [melody.read_melody(f) for f in files]
+  fixed = [synth.SynthParams(sf, t) for sf in ('fluidr3', 'timgm6mb')
+           for t in (0.9, 1.0, 1.1) if (sf, t) != ('fluidr3', 1.0)]
+  drawn = performance.draws(len(fixed))
+  out = {}
+  for kind, rends in (('fixed', fixed), ('drawn', drawn)):
+    t0 = time.perf_counter()
+    for mel in mels:
+      _, note_index = align.pair_notes(mel.notes)
+      for r in rends:
+        params = r.params_for(mel.name) if kind == 'drawn' else r
+        spec = audio.spectrogram(synth.synthesize(mel.notes, params))
+        played, _ = synth.performed(mel.notes, params)
+        align.onset_frames_at(played, note_index, 1.0, spec.shape[1])
+    out[kind] = (time.perf_counter() - t0) / (len(mels) * len(rends))
+  return {'pieces': len(mels), 'renderings': len(fixed),
+          'seconds_per_rendering': out}
+
+
 def main(argv):
   del argv
   midi_dir = source.resolve(_MIDI_DIR.value, '/tmp/dccaflax_bench')
@@ -82,6 +114,12 @@ def main(argv):
   print(f'{"total":<16} {r["total_seconds_per_piece"]:8.3f}')
   print(f'estimated full run ({N_FULL} pieces, {r["cores"]} processes): '
         f'{r["estimated_full_run_minutes"]:.1f} min (+ TFDS writing)')
+  if _RENDERINGS.value:
+    rr = renderings_run(midi_dir, _SPLIT.value, _N.value)
+    r['extra_renderings'] = rr
+    print(f'extra renderings, {rr["renderings"]} per piece, s per rendering '
+          'per piece: ' + ', '.join(
+              f'{k} {v:.3f}' for k, v in rr['seconds_per_rendering'].items()))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       json.dump(r, f, indent=1)
