@@ -159,7 +159,7 @@ def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
         a.set_ylabel(labels[r - 1], fontsize=7)
   fig.suptitle(f'{ex["piece"].decode()}: the same pairs in its '
                f'{len(rends)} renderings', fontsize=10)
-  fig.savefig(out, dpi=100, bbox_inches='tight')
+  fig.savefig(out, dpi=75, bbox_inches='tight')
   plt.close(fig)
   return out
 
@@ -194,10 +194,9 @@ def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
   picks = np.linspace(0, len(frames) - 1, min(n_pairs, len(frames))).round(
   ).astype(int)
   m = audio_augment.MARGIN
-  padded = np.pad(spec, ((0, 0), (m, m)))
   half = snippets.SPEC_FRAMES // 2 + m    # the wider window of a stretch
-  wide = np.stack([padded[:, frames[i] + m - half:frames[i] + m + half]
-                   for i in picks])
+  padded = np.pad(spec, ((0, 0), (half, half)))   # silence, as between pieces
+  wide = np.stack([padded[:, frames[i]:frames[i] + 2 * half] for i in picks])
   fig, axes = plt.subplots(len(AUGMENTATIONS), len(picks), squeeze=False,
                            figsize=(2.4 * len(picks),
                                     1.5 * len(AUGMENTATIONS)))
@@ -219,6 +218,6 @@ def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
         a.set_ylabel(label, fontsize=8)
   fig.suptitle(f'{ex["piece"].decode()}: the same excerpts under each audio '
                'augmentation (dccaflax.audio_augment)', fontsize=10)
-  fig.savefig(out, dpi=100, bbox_inches='tight')
+  fig.savefig(out, dpi=75, bbox_inches='tight')
   plt.close(fig)
   return out
