@@ -87,21 +87,6 @@ _DRAW_TEMPOS = flags.DEFINE_list(
 _EXTRA_SPLITS = flags.DEFINE_list(
     'extra_splits', None, 'Splits that get the extra renderings (default: '
     'all of --splits).')
-TEMPO_RANGE = (0.25, 4.0)
-
-
-def parse_tempo(text: str | float, flag: str = '--tempos') -> float:
-  """A tempo factor in ``TEMPO_RANGE``; ValueError naming the flag if not."""
-  try:
-    tempo = float(text)
-  except ValueError:
-    raise ValueError(f'{flag}: {text!r} is not a number') from None
-  lo, hi = TEMPO_RANGE
-  if not lo <= tempo <= hi:  # also refuses nan
-    raise ValueError(f'{flag}: tempo factor {text} outside [{lo}, {hi}]')
-  return tempo
-
-
 def extra_renderings(primary: synth.SynthParams, soundfonts: list[str],
                      tempos: list[float]) -> tuple[synth.SynthParams, ...]:
   """The renderings soundfonts x tempos other than the primary.
@@ -137,7 +122,7 @@ def drawn_slots(n: int, seed: int, soundfonts: list[str],
     raise ValueError(f'--drawn must be >= 0, got {n}')
   if len(tempos) != 2:
     raise ValueError(f'--draw_tempos: expected LOW,HIGH, got {tempos}')
-  lo, hi = (parse_tempo(t, '--draw_tempos') for t in tempos)
+  lo, hi = (synth.parse_tempo(t, '--draw_tempos') for t in tempos)
   if lo > hi:
     raise ValueError(f'--draw_tempos: {lo} > {hi}')
   try:
@@ -150,9 +135,9 @@ def _renderings() -> tuple[synth.SynthParams, tuple]:
   """The primary and extra renderings from the flags; exits on a bad one."""
   try:
     primary = synth.SynthParams(soundfont=_SOUNDFONT.value,
-                                tempo=parse_tempo(_TEMPO.value, '--tempo'))
+                                tempo=synth.parse_tempo(_TEMPO.value, '--tempo'))
     extras = extra_renderings(primary, _SOUNDFONTS.value,
-                              [parse_tempo(t) for t in _TEMPOS.value])
+                              [synth.parse_tempo(t) for t in _TEMPOS.value])
     extras += drawn_slots(_DRAWN.value, _DRAW_SEED.value,
                           _DRAW_SOUNDFONTS.value, _DRAW_TEMPOS.value)
   except ValueError as e:

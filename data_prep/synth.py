@@ -64,6 +64,21 @@ GAP_S = 2.0            # render_batch: silence between the items
 TAIL_S = 1.0           # render_batch: audio kept after an item's last note
 
 
+TEMPO_LIMITS = (0.25, 4.0)   # tempo factors a command accepts
+
+
+def parse_tempo(text: str | float, flag: str = '--tempos') -> float:
+  """A tempo factor in ``TEMPO_LIMITS``; ValueError naming the flag if not."""
+  try:
+    tempo = float(text)
+  except ValueError:
+    raise ValueError(f'{flag}: {text!r} is not a number') from None
+  lo, hi = TEMPO_LIMITS
+  if not lo <= tempo <= hi:  # also refuses nan
+    raise ValueError(f'{flag}: tempo factor {text} outside [{lo}, {hi}]')
+  return tempo
+
+
 class SynthError(RuntimeError):
   """FluidSynth is missing or failed; the message says which piece and why."""
 

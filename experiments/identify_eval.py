@@ -27,6 +27,7 @@ from absl import flags
 from data_prep import identify_eval
 from data_prep import pipeline
 from data_prep import source
+from data_prep import synth
 from dccaflax import identify
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
@@ -60,11 +61,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from experiments import commands  # pylint: disable=g-import-not-at-top
   try:
-    tempos = [float(t) for t in _TEMPOS.value]
-  except ValueError:
-    sys.exit(f'error: --tempos must be numbers, got {_TEMPOS.value}')
-  if not tempos or min(tempos) <= 0:
-    sys.exit(f'error: --tempos must be positive, got {_TEMPOS.value}')
+    tempos = [synth.parse_tempo(t) for t in _TEMPOS.value]
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  if not tempos:
+    sys.exit('error: --tempos: no tempo factor given')
   out_dir = _OUT_DIR.value or _WORKDIR.value
   try:
     midi_dir = source.resolve(_MIDI_DIR.value, os.path.join(out_dir, 'midi'))

@@ -65,11 +65,11 @@ def main(argv):
   from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
   from experiments import commands  # pylint: disable=g-import-not-at-top
   try:
-    tempos = [float(t) for t in _TEMPOS.value]
-  except ValueError:
-    sys.exit(f'error: --tempos must be numbers, got {_TEMPOS.value}')
-  if not tempos or not all(0.25 <= t <= 4 for t in tempos):
-    sys.exit(f'error: --tempos must be in [0.25, 4], got {_TEMPOS.value}')
+    tempos = [synth.parse_tempo(t) for t in _TEMPOS.value]
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  if not tempos:
+    sys.exit('error: --tempos: no tempo factor given')
   if _LIMIT.value < 1:
     sys.exit(f'error: --limit must be >= 1, got {_LIMIT.value}')
   out_dir = _OUT_DIR.value or _WORKDIR.value
