@@ -85,6 +85,7 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
              tempos: Sequence[float] = TEMPOS, limit: int =
              evaluation.PAPER_LIMIT, seed: int = 0,
              soundfont: str = performance.HELDOUT_SOUNDFONTS[0],
+             n_pieces: Optional[int] = None,
              workers: Optional[int] = None, k: int = identify.TOP_K,
              hop: int = identify.HOP_FRAMES,
              log: Callable[[str], None] = print) -> dict:
@@ -100,6 +101,9 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     limit: pairs of the snippet protocol (the first ``limit`` test pairs).
     seed: seeds the per-piece draws (instrument, dynamics, timing).
     soundfont: the held-out soundfont (key or path).
+    n_pieces: identify only the first N indexed pieces (default: all); the
+      candidates are always all indexed pieces.  Only the pieces needed
+      (these and those of the snippet pairs) are rendered.
     workers: rendering processes (default: all cores).
     k, hop: identification settings (``dccaflax.identify``).
     log: progress lines.
@@ -114,17 +118,22 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
   workers = max(1, workers or os.cpu_count() or 1)
   sf_path = synth.soundfont_path(soundfont, synth.EVAL_SOUNDFONTS)
   pairs = input_pipeline.load_pairs(data_dir, 'test', limit)
-  pieces = list(index.pieces)
-  files = identify_eval.midi_files(midi_dir, 'test', pieces, log)
-  mels = {melody.piece_name(f): melody.read_melody(f) for f in files}
-  missing = sorted(set(pairs['piece']) - set(mels))
+  indexed = list(index.pieces)
+  missing = sorted(set(pairs['piece']) - set(indexed))
   if missing:
     raise ValueError(f'test pairs of pieces the index lacks: {missing[:5]}'
                      ' (build the index from the same data)')
+  if n_pieces is not None and n_pieces < 1:
+    raise ValueError(f'n_pieces must be >= 1, got {n_pieces}')
+  pieces = indexed[:n_pieces]                    # identified
+  needed = set(pieces) | set(pairs['piece'])
+  rendered_pieces = [p for p in indexed if p in needed]
+  files = identify_eval.midi_files(midi_dir, 'test', rendered_pieces, log)
+  mels = {melody.piece_name(f): melody.read_melody(f) for f in files}
   pair_notes = _pair_rows(pairs, mels)
   sheet_emb = api.embed_sheet(model, pairs['sheet'])
-  log(f'{len(pairs["sheet"])} test pairs, {len(pieces)} pieces '
-      f'({time.time() - t0:.0f} s)')
+  log(f'{len(pairs["sheet"])} test pairs, {len(pieces)} of {len(indexed)} '
+      f'pieces identified, {len(files)} rendered ({time.time() - t0:.0f} s)')
   renderings = [(IN_DISTRIBUTION, 1.0, None)] + [
       (f'held out, tempo {t:g}', float(t), performance.heldout(t, seed))
       for t in tempos]
@@ -132,10 +141,10 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
   for label, tempo, draw in renderings:
     t1 = time.time()
     params = [draw.params_for(p) if draw else synth.SynthParams()
-              for p in pieces]
+              for p in rendered_pieces]
     if draw:
       programs[label] = {p: performance.HELDOUT_PROGRAMS[q.program]
-                         for p, q in zip(pieces, params)}
+                         for p, q in zip(rendered_pieces, params)}
     rendered = list(_render(list(zip(files, params)),
                             sf_path if draw else 'fluidr3', workers))
     specs = {name: spec for name, _, spec, _ in rendered}
@@ -162,6 +171,7 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     log(f'{label}: A->S R@10 {metrics["a2s"]["R@10"]:.1f}, top-1 '
         f'{rows[-1]["top1"]:.1f} % ({time.time() - t1:.0f} s)')
   return {'rows': rows, 'programs': programs, 'pieces': pieces,
+          'n_candidate_pieces': len(indexed),
           'soundfont': sf_path, 'seed': seed, 'k': k, 'hop': hop,
           'n_pairs': int(len(pairs['sheet'])), 'split': index.split,
           'seconds': round(time.time() - t0, 1)}
@@ -181,7 +191,8 @@ def markdown(result: dict, title: str = 'Robustness') -> str:
   lines = [f'### {title}', '',
            f'Test split: the first {result["n_pairs"]:,} pairs (snippets, '
            'both directions, all of them candidates) and '
-           f'{len(result["pieces"])} pieces (identification). Held out: '
+           f'{len(result["pieces"])} pieces (identification, against all '
+           f'{result["n_candidate_pieces"]} indexed scores). Held out: '
            'per piece one of '
            + ', '.join(performance.HELDOUT_PROGRAMS.values())
            + f', in `{os.path.basename(result["soundfont"])}`, with drawn '

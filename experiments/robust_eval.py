@@ -2,7 +2,7 @@ r"""Retrieval and identification on performances the model never heard.
 
   python -m experiments.robust_eval --workdir MODEL [--data_dir DATA] \
       [--index index.npz] [--midi_dir DIR] [--tempos 0.67,0.8,1,1.25,1.5] \
-      [--limit 16000] [--seed 0] [--out_dir DIR]
+      [--limit 16000] [--pieces N] [--seed 0] [--out_dir DIR]
 
 The test pieces are rendered with held-out instruments (fiddle, viola,
 piccolo, recorder, tango accordion, honky-tonk piano, alto sax, voice; one
@@ -48,6 +48,9 @@ _TEMPOS = flags.DEFINE_list('tempos', [f'{t:g}' for t in robust_eval.TEMPOS],
 _LIMIT = flags.DEFINE_integer('limit', evaluation.PAPER_LIMIT,
                               'Test pairs of the snippet protocol.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the held-out draws.')
+_PIECES = flags.DEFINE_integer('pieces', None, 'Identify only the first N '
+                               'test pieces (all indexed pieces stay '
+                               'candidates); default: all.')
 _SOUNDFONT = flags.DEFINE_string('soundfont', 'musescore',
                                  'Held-out soundfont: a key or a path.')
 _WORKERS = flags.DEFINE_integer('workers', None, 'Rendering processes '
@@ -96,7 +99,8 @@ def main(argv):
                               workdir=_WORKDIR.value)
     result = robust_eval.evaluate(
         model, index, data_dir, midi_dir, tempos, limit=_LIMIT.value,
-        seed=_SEED.value, soundfont=_SOUNDFONT.value, workers=_WORKERS.value,
+        seed=_SEED.value, soundfont=_SOUNDFONT.value, n_pieces=_PIECES.value,
+        workers=_WORKERS.value,
         k=identify.TOP_K, hop=identify.HOP_FRAMES)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')
