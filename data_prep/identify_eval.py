@@ -78,6 +78,34 @@ def midi_files(midi_dir: str, split: str, pieces: Sequence[str],
   return out
 
 
+def render(items, soundfont: str, workers: Optional[int] = None):
+  """``synth.render_batch`` over worker processes: yields its
+  ``(piece, tempo, spec, onsets_s)`` per item, in item order.
+
+  Few batches (one soundfont load each), but at most ``MAX_BATCH`` items
+  (about an hour of audio, a few hundred MB in the worker).
+  """
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  workers = max(1, workers or os.cpu_count() or 1)
+  per_batch = max(1, min(MAX_BATCH, -(-len(items) // (2 * workers))))
+  tasks = [(items[i:i + per_batch], soundfont)
+           for i in range(0, len(items), per_batch)]
+  # 'spawn': the workers need no JAX, and forking a process that runs JAX
+  # threads can deadlock.
+  ctx = multiprocessing.get_context('spawn')
+  with ctx.Pool(min(workers, len(tasks))) as pool:
+    for batch in pool.imap(synth.render_batch, tasks):
+      yield from batch
+
+
+def rank_summary(ranks) -> dict:
+  """Top-1 / top-5 accuracy (percent), MRR and count of 1-based ranks."""
+  ranks = np.asarray(ranks)
+  return {'top1': float(100 * np.mean(ranks <= 1)),
+          'top5': float(100 * np.mean(ranks <= 5)),
+          'MRR': float(np.mean(1.0 / ranks)), 'n': int(len(ranks))}
+
+
 def evaluate(model, index, midi_dir: str, soundfont: str,
              tempos: Sequence[float] = EVAL_TEMPOS,
              limit: Optional[int] = None, workers: Optional[int] = None,
@@ -94,24 +122,16 @@ def evaluate(model, index, midi_dir: str, soundfont: str,
     'per_piece': [{'piece', 'tempo', 'rank', 'winner'}, ...], and the
     settings (soundfont, k, hop, n_pieces, n_candidate_pieces, seconds).
   """
-  import multiprocessing  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   pieces = index.pieces[:limit] if limit else index.pieces
   files = midi_files(midi_dir, index.split, pieces, log)
-  workers = max(1, workers or os.cpu_count() or 1)
   items = [(f, float(t)) for t in tempos for f in files]
-  # Few batches (one soundfont load each), but at most MAX_BATCH items
-  # (about an hour of audio, a few hundred MB in the worker).
-  per_batch = max(1, min(MAX_BATCH, -(-len(items) // (2 * workers))))
-  tasks = [(items[i:i + per_batch], soundfont)
-           for i in range(0, len(items), per_batch)]
   keys: list[tuple[str, float]] = []
 
   def specs(results):
-    for batch in results:
-      for name, tempo, spec, _ in batch:
-        keys.append((name, tempo))
-        yield spec
+    for name, tempo, spec, _ in results:
+      keys.append((name, tempo))
+      yield spec
 
   total = len(files) * len(tempos)
   done = [0]
@@ -121,13 +141,9 @@ def evaluate(model, index, midi_dir: str, soundfont: str,
       done[0] = n
       log(f'identified {n}/{total} renderings ({time.time() - t0:.0f} s)')
 
-  # 'spawn': the workers need no JAX, and forking a process that runs JAX
-  # threads can deadlock.
-  ctx = multiprocessing.get_context('spawn')
-  with ctx.Pool(min(workers, len(tasks))) as pool:
-    idents = identify.identify_specs(
-        model, index, specs(pool.imap(synth.render_batch, tasks)), k, hop,
-        progress)
+  idents = identify.identify_specs(
+      model, index, specs(render(items, soundfont, workers)), k, hop,
+      progress)
   rows = []
   for (name, tempo), ident in zip(keys, idents):
     rows.append({'piece': name, 'tempo': tempo, 'rank': ident.rank_of(name),
@@ -135,11 +151,8 @@ def evaluate(model, index, midi_dir: str, soundfont: str,
                  'score': float(dict(ident.ranking)[name])})
   summary = {}
   for t in tempos:
-    ranks = np.array([r['rank'] for r in rows if r['tempo'] == float(t)])
-    summary[f'{float(t):g}'] = {
-        'top1': float(100 * np.mean(ranks <= 1)),
-        'top5': float(100 * np.mean(ranks <= 5)),
-        'MRR': float(np.mean(1.0 / ranks)), 'n': int(len(ranks))}
+    summary[f'{float(t):g}'] = rank_summary(
+        [r['rank'] for r in rows if r['tempo'] == float(t)])
   return {'tempos': summary, 'soundfont': soundfont, 'k': k, 'hop': hop,
           'n_pieces': len(files), 'n_candidate_pieces': len(index.pieces),
           'n_index_pairs': len(index), 'split': index.split,

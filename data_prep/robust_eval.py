@@ -22,7 +22,6 @@ FluidSynth call per batch of pieces) while the main process embeds.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -44,20 +43,6 @@ from dccaflax import snippets
 
 TEMPOS = (0.67, 0.8, 1.0, 1.25, 1.5)
 IN_DISTRIBUTION = 'in distribution (FluidR3 piano, tempo 1.0)'
-
-
-def _render(items, soundfont: str, workers: int):
-  """``synth.render_batch`` over worker processes, in item order."""
-  per_batch = max(1, min(identify_eval.MAX_BATCH,
-                         -(-len(items) // (2 * workers))))
-  tasks = [(items[i:i + per_batch], soundfont)
-           for i in range(0, len(items), per_batch)]
-  # 'spawn': the workers need no JAX, and forking a process that runs JAX
-  # threads can deadlock.
-  ctx = multiprocessing.get_context('spawn')
-  with ctx.Pool(min(workers, len(tasks))) as pool:
-    for batch in pool.imap(synth.render_batch, tasks):
-      yield from batch
 
 
 def _pair_rows(pairs: dict, mels: dict) -> dict[str, np.ndarray]:
@@ -115,7 +100,6 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     instrument of every piece; and the settings.
   """
   t0 = time.time()
-  workers = max(1, workers or os.cpu_count() or 1)
   sf_path = synth.soundfont_path(soundfont, synth.EVAL_SOUNDFONTS)
   pairs = input_pipeline.load_pairs(data_dir, 'test', limit)
   indexed = list(index.pieces)
@@ -145,8 +129,9 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     if draw:
       programs[label] = {p: performance.HELDOUT_PROGRAMS[q.program]
                          for p, q in zip(rendered_pieces, params)}
-    rendered = list(_render(list(zip(files, params)),
-                            sf_path if draw else 'fluidr3', workers))
+    rendered = list(identify_eval.render(list(zip(files, params)),
+                                         sf_path if draw else 'fluidr3',
+                                         workers))
     specs = {name: spec for name, _, spec, _ in rendered}
     if draw:
       onsets = {name: on for name, _, _, on in rendered}
@@ -163,11 +148,10 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     idents = identify.identify_specs(model, index, [specs[p] for p in pieces],
                                      k, hop)
     ranks = np.array([ident.rank_of(p) for p, ident in zip(pieces, idents)])
+    summary = identify_eval.rank_summary(ranks)
+    summary['n_pieces'] = summary.pop('n')
     rows.append({'rendering': label, 'tempo': tempo, **metrics,
-                 'top1': float(100 * np.mean(ranks <= 1)),
-                 'top5': float(100 * np.mean(ranks <= 5)),
-                 'MRR': float(np.mean(1.0 / ranks)), 'n_pieces': len(ranks),
-                 'ranks': ranks.tolist()})
+                 **summary, 'ranks': ranks.tolist()})
     log(f'{label}: A->S R@10 {metrics["a2s"]["R@10"]:.1f}, top-1 '
         f'{rows[-1]["top1"]:.1f} % ({time.time() - t1:.0f} s)')
   return {'rows': rows, 'programs': programs, 'pieces': pieces,
