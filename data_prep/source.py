@@ -23,8 +23,12 @@ from data_prep import pipeline
 
 NOTTINGHAM_URL = 'http://www-etud.iro.umontreal.ca/~boulanni/Nottingham.zip'
 ENV_VAR = 'DCCAFLAX_NOTTINGHAM'
-BUNDLED = str(pathlib.Path(__file__).resolve().parents[1] / 'datasets' /
-              'nottingham')
+DATASETS = str(pathlib.Path(__file__).resolve().parents[1] / 'datasets')
+BUNDLED = os.path.join(DATASETS, 'nottingham')
+NOTTINGHAM = 'nottingham'
+# The collections the repository ships: Nottingham, and the tune books
+# converted from the music21 corpus (data_prep.convert_tunebooks).
+COLLECTIONS = ('nottingham', 'oneills', 'airds')
 MANIFEST = 'MANIFEST.sha256'
 WHERE_TO_GET = (
     f'The Nottingham MIDI data set is not here: the repository keeps it in '
@@ -130,20 +134,49 @@ def download_zip(dest_dir: str, url: str = NOTTINGHAM_URL) -> str:
   return path
 
 
+def bundled(collection: str) -> str:
+  """The repository's folder of a collection, e.g. ``datasets/oneills``.
+
+  Raises:
+    pipeline.PrepareError: not a known collection.
+  """
+  if collection not in COLLECTIONS:
+    raise pipeline.PrepareError(f'unknown collection {collection!r}; the '
+                                f'repository has {list(COLLECTIONS)}')
+  return os.path.join(DATASETS, collection)
+
+
+def report_path(data_dir: str, collection: str = NOTTINGHAM) -> str:
+  """Where a collection's preparation report goes in ``data_dir``:
+  ``prep_report.json`` (Nottingham), ``prep_report_<collection>.json``."""
+  name = ('prep_report.json' if collection == NOTTINGHAM else
+          f'prep_report_{collection}.json')
+  return os.path.join(os.fspath(data_dir), name)
+
+
 def resolve(midi_dir: str | None, work_dir: str,
-            download: bool = False) -> str:
+            download: bool = False, collection: str = NOTTINGHAM) -> str:
   """The folder holding train/valid/test.
 
   Args:
-    midi_dir: folder or zip; None: ``$ENV_VAR``, else the bundled data set
-      (checked against its manifest), else the download if ``download``.
+    midi_dir: folder or zip; None: for Nottingham ``$ENV_VAR``, else the
+      bundled data set (checked against its manifest), else the download if
+      ``download``; for another collection its bundled folder.
     work_dir: where a zip is extracted (and downloaded).
-    download: fetch the zip when nothing else is there.
+    download: fetch the zip when nothing else is there (Nottingham).
+    collection: which of ``COLLECTIONS``.
 
   Raises:
-    pipeline.PrepareError: nothing there, the path does not exist, or the
-      bundled files do not match their manifest.
+    pipeline.PrepareError: nothing there, the path does not exist, an
+      unknown collection, or the bundled files do not match their manifest.
   """
+  if collection != NOTTINGHAM and not midi_dir:
+    root = bundled(collection)
+    if not os.path.isfile(os.path.join(root, MANIFEST)):
+      raise pipeline.PrepareError(
+          f'{root}: the {collection} MIDI files are not there; write them '
+          'with python -m data_prep.convert_tunebooks (needs music21)')
+    return verify(root)
   midi_dir = midi_dir or os.environ.get(ENV_VAR)
   if not midi_dir:
     if os.path.isdir(BUNDLED):
