@@ -11,6 +11,7 @@ from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
+from dccaflax import input_pipeline
 
 
 def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
@@ -19,15 +20,19 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
             params: synth.SynthParams = synth.SynthParams(),
             progress: bool = True,
             renderings: Sequence[synth.SynthParams | performance.Draw] = (),
-            extra_splits: Sequence[str] | None = None) -> dict:
-  """Builds the TFDS configs; returns the report (``prep_report.json``).
+            extra_splits: Sequence[str] | None = None,
+            collection: str = source.NOTTINGHAM) -> dict:
+  """Builds a collection's TFDS configs; returns the report
+  (``prep_report.json``, ``prep_report_<collection>.json``).
 
   Args:
-    midi_dir: folder with train/valid/test (or Nottingham.zip); None: from
-      ``$DCCAFLAX_NOTTINGHAM``, else the data set bundled with the repository
+    midi_dir: folder with train/valid/test (or Nottingham.zip); None: for
+      Nottingham ``$DCCAFLAX_NOTTINGHAM``, else the data set bundled with
+      the repository; for another collection its bundled folder
       (``source.resolve``).
-    data_dir: output folder (TFDS data, ``cache/``, ``prep_report.json``).
-    configs: 'pairs' and/or 'pieces'.
+    data_dir: output folder (TFDS data, ``cache/``, the report).
+    configs: 'pairs' and/or 'pieces' (the collection's configs of these
+      kinds: ``input_pipeline.config_name``).
     splits: which splits.
     limit: at most this many pieces per split.
     workers: processes (default: all cores).
@@ -39,9 +44,10 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
       features (given to both configs, so both keep the same pieces): fixed
       ``SynthParams`` or drawn slots (``performance.Draw``).
     extra_splits: the splits that get them (default: all of ``splits``).
+    collection: which of ``source.COLLECTIONS``.
 
   Raises:
-    pipeline.PrepareError: no data, a missing folder, bundled files that do
+    pipeline.PrepareError: no data, an unknown collection, a missing folder, bundled files that do
       not match their manifest, no usable piece, a rendering repeating
       another's tag, a held-out instrument or soundfont for the train or
       valid split, or LilyPond unable to run.
@@ -60,11 +66,11 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
   pipeline.check_renderings(params, (), splits)
   renderings = pipeline.check_renderings(params, renderings, extra_splits)
   midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'),
-                            download)
+                            download, collection)
   builder = None
-  for config in configs:
+  for kind in configs:
     builder = nottingham_audio_sheet.NottinghamAudioSheet(
-        config=config, data_dir=data_dir, file_format='array_record',
+        config=input_pipeline.config_name(kind, collection), data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
         renderings=renderings, extra_splits=extra_splits, progress=progress)
     # A prepare run always rebuilds from the (cached) pieces, so --limit or

@@ -1,6 +1,7 @@
-r"""Prepares the Nottingham audio/sheet data set (both TFDS configs).
+r"""Prepares the audio/sheet data set (both TFDS configs of a collection).
 
   python -m data_prep.prepare --midi_dir DIR --data_dir OUT \
+      [--collections nottingham,oneills,airds] \
       [--config pairs|pieces|both] [--splits test] [--limit N] \
       [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z] \
       [--drawn N --draw_seed S --draw_soundfonts A,B,C --draw_tempos LO,HI] \
@@ -11,6 +12,11 @@ environment variable DCCAFLAX_NOTTINGHAM is used, else the data set bundled
 with the repository (datasets/nottingham, checked against its manifest).  Writes OUT/nottingham_audio_sheet/{pairs,pieces}/1.2.0 and
 OUT/prep_report.json (every input file, ok or skipped with the reason).
 Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
+
+--collections prepares other collections the repository ships (their MIDI
+files in datasets/<name>, written by data_prep.convert_tunebooks) into
+their own configs, <name>_pairs and <name>_pieces, and their reports into
+OUT/prep_report_<name>.json; each collection has its own splits.
 
 Renderings: --soundfont/--tempo give the primary rendering (the audio of the
 ``pairs`` config and of ``pieces``' ``spec_codes``).  --soundfonts and
@@ -58,6 +64,11 @@ _CONFIG = flags.DEFINE_enum('config', 'both', ['pairs', 'pieces', 'both'],
                             'Which TFDS config(s) to build.')
 _SPLITS = flags.DEFINE_list('splits', list(pipeline.SPLITS),
                             'Splits to prepare.')
+_COLLECTIONS = flags.DEFINE_list(
+    'collections', [source.NOTTINGHAM],
+    f'Collections to prepare, of {list(source.COLLECTIONS)}, each into its '
+    "own configs (Nottingham's: pairs, pieces; another's: <name>_pairs, "
+    '<name>_pieces) with the same renderings; --midi_dir only with one.')
 _LIMIT = flags.DEFINE_integer('limit', None,
                               'At most this many pieces per split.')
 _WORKERS = flags.DEFINE_integer('workers', None,
@@ -159,22 +170,33 @@ def main(argv):
   configs = ('pairs', 'pieces') if _CONFIG.value == 'both' else (
       _CONFIG.value,)
   primary, extras = _renderings()
-  t0 = time.time()
-  try:
-    report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
-                           tuple(_SPLITS.value), _LIMIT.value, _WORKERS.value,
-                           _DOWNLOAD.value, primary, renderings=extras,
-                           extra_splits=_EXTRA_SPLITS.value)
-  except (pipeline.PrepareError, synth.SynthError) as e:
-    sys.exit(f'error: {e}')
-  minutes = (time.time() - t0) / 60
-  logging.info('report: %s', os.path.join(_DATA_DIR.value,
-                                          'prep_report.json'))
-  print(f'{report["inputs"]} inputs: {report["ok"]} ok, {report["skipped"]} '
-        f'skipped {report["skipped_by_stage"] or ""}; pieces with overlapping '
-        f'melody notes: {report["pieces_with_overlaps"]}; onsets per split: '
-        f'{report["onsets"]}; renderings {report["renderings"]}; '
-        f'{minutes:.1f} min; configs {list(configs)} in {_DATA_DIR.value}')
+  unknown = sorted(set(_COLLECTIONS.value) - set(source.COLLECTIONS))
+  if unknown or not _COLLECTIONS.value:
+    sys.exit(f'error: --collections: unknown {unknown}; have '
+             f'{list(source.COLLECTIONS)}')
+  if _MIDI_DIR.value and len(_COLLECTIONS.value) > 1:
+    sys.exit('error: --midi_dir names the MIDI folder of one collection, '
+             f'not of {_COLLECTIONS.value}')
+  for collection in _COLLECTIONS.value:
+    t0 = time.time()
+    try:
+      report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
+                             tuple(_SPLITS.value), _LIMIT.value,
+                             _WORKERS.value, _DOWNLOAD.value, primary,
+                             renderings=extras,
+                             extra_splits=_EXTRA_SPLITS.value,
+                             collection=collection)
+    except (pipeline.PrepareError, synth.SynthError) as e:
+      sys.exit(f'error: {e}')
+    minutes = (time.time() - t0) / 60
+    logging.info('report: %s', source.report_path(
+        _DATA_DIR.value, collection))
+    print(f'{collection}: {report["inputs"]} inputs: {report["ok"]} ok, '
+          f'{report["skipped"]} skipped {report["skipped_by_stage"] or ""}; '
+          'pieces with overlapping melody notes: '
+          f'{report["pieces_with_overlaps"]}; onsets per split: '
+          f'{report["onsets"]}; renderings {report["renderings"]}; '
+          f'{minutes:.1f} min; configs {list(configs)} in {_DATA_DIR.value}')
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ from typing import Optional
 import jax.numpy as jnp
 
 from dccaflax import cca
+from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import models
 
@@ -51,10 +52,16 @@ class TrainConfig:
                         'diagonals (DCCA loss and CCA fit).')
   seed: int = _setting(0, 'Initialisation, data order and augmentation '
                        'seed.')
+  collections: str = _setting(
+      'nottingham', 'Collections to train and validate on, comma-separated '
+      "(prepared with data_prep.prepare --collections): nottingham (the "
+      "paper's data), oneills, airds; their pairs are pooled.")
   max_train_pieces: Optional[int] = _setting(
-      None, 'Use only the first N training pieces (default: all).')
+      None, 'Use only the first N training pieces of each collection '
+      '(default: all).')
   max_val_pieces: Optional[int] = _setting(
-      None, 'Use only the first N validation pieces (default: all).')
+      None, 'Use only the first N validation pieces of each collection '
+      '(default: all).')
   val_subset: int = _setting(2000, 'Evenly spaced validation pairs for the '
                              'per-epoch R@k and correlation.')
   fit_pairs: int = _setting(25000, 'Training pairs for the CCA fit (all if '
@@ -87,6 +94,10 @@ class TrainConfig:
                                 'excerpt (0 = off).')
   aug_freq_mask: int = _setting(0, 'Widest band of bins silenced per excerpt '
                                 '(0 = off).')
+  aug_sheet_scale: float = _setting(
+      0.0, 'Max random horizontal scale of a sheet snippet about its '
+      'notehead, log-uniform in [1/(1+s), 1+s] (0.3 the most; 0 = off; '
+      'dccaflax.sheet_augment).')
   # In an older config.json a bool is read by level.check_method (true was
   # 'mean'), and no field at all means 'none' (see from_json).
   level_norm: str = _setting(
@@ -114,6 +125,8 @@ class TrainConfig:
     # here, naming it.
     object.__setattr__(self, 'level_norm',
                        level.check_method(self.level_norm))
+    object.__setattr__(self, 'collections', ','.join(
+        input_pipeline.parse_collections(self.collections)))
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

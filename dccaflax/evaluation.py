@@ -250,6 +250,100 @@ def paper_protocol(models: Sequence[api.Model], data_dir: str,
   return out
 
 
+def px_per_frame(piece: np.ndarray, notehead_x: np.ndarray,
+                 onset_frame: np.ndarray) -> np.ndarray:
+  """Each piece's engraving speed against its audio: px of strip per frame.
+
+  Per piece, ``(x_last - x_first) / (frame_last - frame_first)`` over its
+  pairs (the strip is unrolled, so x grows with time): how much sheet a
+  100-frame audio window spans.  At 120 qpm, Nottingham's test pieces have
+  a median of about 1.3.
+
+  Args:
+    piece: (P,) piece name of each pair (``load_pairs`` 'piece').
+    notehead_x: (P,) px within the piece.
+    onset_frame: (P,) frames within the piece.
+
+  Returns:
+    (n_pieces,) float64, pieces in order of first appearance; a piece with
+    one onset frame only is left out.
+  """
+  out = []
+  names, first = np.unique(np.asarray(piece, object), return_index=True)
+  for name in names[np.argsort(first)]:
+    sel = np.asarray(piece, object) == name
+    x, f = np.asarray(notehead_x)[sel], np.asarray(onset_frame)[sel]
+    if f.max() > f.min():
+      out.append((x.max() - x.min()) / float(f.max() - f.min()))
+  return np.array(out, np.float64)
+
+
+def geometry(ratios: np.ndarray) -> dict:
+  """Median and 10th/90th percentiles of ``px_per_frame`` values."""
+  if not len(ratios):
+    return {'pieces': 0, 'median': float('nan'), 'p10': float('nan'),
+            'p90': float('nan')}
+  p10, med, p90 = np.percentile(ratios, [10, 50, 90])
+  return {'pieces': int(len(ratios)), 'median': float(med),
+          'p10': float(p10), 'p90': float(p90)}
+
+
+def collection_protocol(models: Sequence[api.Model], data_dir: str,
+                        collections: Sequence[str], split: str = 'test',
+                        limit: int = PAPER_LIMIT,
+                        log: Optional[Callable[[str], None]] = None
+                        ) -> list[list[dict]]:
+  """The paper's protocol on each collection's split, with its geometry.
+
+  Args:
+    models: loaded models (e.g. seeds); each collection is read once.
+    data_dir: prepared data holding each collection's ``pairs`` config
+      (``input_pipeline.config_name``).
+    collections: which, in table order.
+    split: whose pairs (each collection has its own).
+    limit: the first this many pairs (all where fewer).
+    log: called with a progress line per collection.
+
+  Returns:
+    per model, one row per collection: {'collection', 'split', 'protocol'
+    ('first'), 'label', 'a2s', 's2a', 'n', 'geometry'} (``geometry`` of the
+    evaluated pairs' pieces).
+  """
+  out = [[] for _ in models]
+  for collection in collections:
+    t0 = time.time()
+    pairs = input_pipeline.load_pairs(data_dir, split, limit, collection)
+    n = len(pairs['sheet'])
+    geo = geometry(px_per_frame(pairs['piece'], pairs['notehead_x'],
+                                pairs['onset_frame']))
+    label = f'{collection} {split} ({n}{" = all" if n < limit else ""})'
+    for model, rows in zip(models, out):
+      m = retrieval.both_directions(api.embed_sheet(model, pairs['sheet']),
+                                    api.embed_audio(model, pairs['spec']))
+      rows.append({'collection': collection, 'split': split,
+                   'protocol': 'first', 'label': label, 'geometry': geo, **m})
+    del pairs
+    if log:
+      log(f'{collection}: {n} {split} pairs in {time.time() - t0:.1f} s')
+  return out
+
+
+def collections_table(rows: list[dict], title: str) -> str:
+  """One line per collection: pairs, px per frame (median, p10-p90), A->S
+  and S->A R@1, R@10, MR (``mean ± sd`` for ``mean_sd`` rows)."""
+  head = ('| collection (pairs) | px/frame median (p10–p90) | A→S R@1 | '
+          'R@10 | MR | S→A R@1 | R@10 | MR |')
+  lines = [f'### {title}', '', head, '|' + '---|' * 8]
+  for row in rows:
+    g = row['geometry']
+    cells = [row['label'], f'{g["median"]:.2f} ({g["p10"]:.2f}–'
+                           f'{g["p90"]:.2f})']
+    for d in ('a2s', 's2a'):
+      cells += [_fmt(row[d][k], k) for k in ('R@1', 'R@10', 'MR')]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 def mean_sd(rows_per_model: Sequence[list[dict]]) -> list[dict]:
   """``paper_protocol`` rows of several models (e.g. seeds; the same splits
   in the same order) -> one row per split with every metric as

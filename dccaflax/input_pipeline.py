@@ -42,6 +42,32 @@ from dccaflax import pieceset
 from dccaflax import snippets
 
 DATASET = 'nottingham_audio_sheet'
+NOTTINGHAM = 'nottingham'  # the paper's collection: configs 'pairs', 'pieces'
+
+
+def config_name(kind: str, collection: str = NOTTINGHAM) -> str:
+  """The TFDS config of a collection's ``kind`` ('pairs' or 'pieces'):
+  Nottingham's are 'pairs' and 'pieces', another's '<collection>_<kind>'."""
+  if kind not in ('pairs', 'pieces'):
+    raise ValueError(f"kind must be 'pairs' or 'pieces', got {kind!r}")
+  return kind if collection == NOTTINGHAM else f'{collection}_{kind}'
+
+
+def parse_collections(collections: str | Sequence[str]) -> tuple[str, ...]:
+  """'nottingham,oneills' (or a sequence) -> a tuple of distinct names.
+
+  Raises:
+    ValueError: none, or one named twice.
+  """
+  if isinstance(collections, str):
+    collections = collections.split(',')
+  names = tuple(c.strip() for c in collections if c.strip())
+  if not names:
+    raise ValueError('no collection named')
+  twice = sorted({c for c in names if names.count(c) > 1})
+  if twice:
+    raise ValueError(f'collections named twice: {twice}')
+  return names
 
 _READ_CHUNK = 1000  # examples per ``__getitems__`` call
 
@@ -102,8 +128,8 @@ def read_examples(source, n: int):
     yield from source.__getitems__(range(start, min(start + _READ_CHUNK, n)))
 
 
-def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
-               ) -> dict[str, np.ndarray]:
+def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
+               collection: str = NOTTINGHAM) -> dict[str, np.ndarray]:
   """The ``pairs`` config of a split as host arrays, in stored order.
 
   Stored order is (piece name, onset), so ``limit=16000`` gives the paper's
@@ -117,6 +143,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
     data_dir: the ``--data_dir`` of ``data_prep.prepare``.
     split: 'train', 'valid' or 'test'.
     limit: at most this many pairs (the first ones); None for all.
+    collection: whose pairs (``config_name``); packs hold Nottingham's.
 
   Returns:
     dict of numpy arrays, N pairs:
@@ -127,9 +154,10 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
       'notehead_x': (N,) float32, px in the piece's strip;
       'bar': (N,) int32, 1-based bar number (pickup bar 0).
   """
-  if os.path.isfile(pieceset.pack_path(data_dir, split)):
+  if (collection == NOTTINGHAM
+      and os.path.isfile(pieceset.pack_path(data_dir, split))):
     return _packed_pairs(data_dir, split, limit)
-  source = data_source(data_dir, 'pairs', split)
+  source = data_source(data_dir, config_name('pairs', collection), split)
   n = len(source) if limit is None else min(int(limit), len(source))
   out = {
       'sheet': np.empty((n, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
@@ -150,34 +178,46 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None
 
 def load_pieces(data_dir: str, split: str,
                 max_pieces: Optional[int] = None,
-                renderings: Optional[str | Sequence[str]] = None
+                renderings: Optional[str | Sequence[str]] = None,
+                collections: Sequence[str] = (NOTTINGHAM,)
                 ) -> pieceset.PieceSet:
   """The ``pieces`` config of a split, concatenated (see ``PieceSet``).
 
   Pairs come in stored order (piece name, onset), the order of the ``pairs``
   config: pair ``i`` of both is the same onset.  Where ``data_dir`` holds a
   pack of the split (``data_prep.pack``), that is read instead (NumPy
-  alone; the primary rendering).
+  alone; the primary rendering; Nottingham alone).
 
   Args:
     data_dir: the ``--data_dir`` of ``data_prep.prepare``.
     split: 'train', 'valid' or 'test'.
-    max_pieces: only the first this many pieces (None: all).
+    max_pieces: only the first this many pieces of each collection (None:
+      all).
     renderings: None (the primary rendering, the ``pairs`` config's audio),
-      'all' prepared renderings, or a list of their tags.
+      'all' prepared renderings, or a list of their tags (every collection
+      must have them).
+    collections: whose pieces, concatenated in this order (each its own
+      split of its own ``config_name('pieces', c)``).
 
   Returns:
     ``PieceSet`` with 6-bit spectrogram codes.
   """
-  if os.path.isfile(pieceset.pack_path(data_dir, split)):
+  collections = parse_collections(collections)
+  if (collections == (NOTTINGHAM,)
+      and os.path.isfile(pieceset.pack_path(data_dir, split))):
     return _packed_pieces(data_dir, split, max_pieces, renderings)
-  source = data_source(data_dir, 'pieces', split)
-  n = len(source) if max_pieces is None else min(int(max_pieces), len(source))
+  examples, where = [], []
+  for collection in collections:
+    config = config_name('pieces', collection)
+    source = data_source(data_dir, config, split)
+    n = len(source) if max_pieces is None else min(int(max_pieces),
+                                                  len(source))
+    examples += list(read_examples(source, n))
+    where.append(config_dir(data_dir, config))
   try:
-    return pieceset.concat_pieces(list(read_examples(source, n)), renderings)
+    return pieceset.concat_pieces(examples, renderings)
   except ValueError as e:
-    raise ValueError(f'{config_dir(data_dir, "pieces")} ({split}): {e}'
-                     ) from e
+    raise ValueError(f'{", ".join(where)} ({split}): {e}') from e
 
 
 # --------------------------------------------------------------------------
@@ -228,7 +268,8 @@ def _packed_pairs(data_dir: str, split: str, limit: Optional[int]) -> dict:
 
 def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
                 frame: jax.Array, step: jax.Array, dx=0, dy=0, dframe=0,
-                margin: int = 0) -> tuple[jax.Array, jax.Array]:
+                margin: int = 0, sheet_margin: int = 0
+                ) -> tuple[jax.Array, jax.Array]:
   """Cuts a batch of (sheet snippet, spectrogram excerpt) windows (jit-able).
 
   Same geometry as ``snippets.sheet_snippet`` / ``snippets.spec_excerpt``:
@@ -250,20 +291,24 @@ def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
       MAX_DFRAME``.
     margin: static; the excerpts are cut this many frames wider each side
       (at most ``pieceset.STRETCH_MARGIN``, for a time stretch).
+    sheet_margin: static; the snippets are cut this many px wider each side
+      (at most ``pieceset.SHEET_SCALE_MARGIN``, for a sheet scale).
 
   Returns:
-    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8 and (B, 136, 100 + 2 *
-    margin) float32 (log(1 + filterbank magnitude), ``codes * step``).
+    ``(sheets, spec_excerpts)``: (B, 40, 100 + 2 * sheet_margin) uint8 and
+    (B, 136, 100 + 2 * margin) float32 (log(1 + filterbank magnitude),
+    ``codes * step``).
   """
   x = jnp.asarray(x, jnp.int32)
   b = x.shape[0]
   offset = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.int32), (b,))
-  col = x + offset(dx) - snippets.SHEET_WIDTH // 2
+  col = x + offset(dx) - snippets.SHEET_WIDTH // 2 - sheet_margin
   row = snippets.STRIP_MARGIN + offset(dy)
   start = (jnp.asarray(frame, jnp.int32) + offset(dframe)
            - snippets.SPEC_FRAMES // 2 - margin)
   sheets = jax.vmap(lambda r, c: jax.lax.dynamic_slice(
-      strips, (r, c), (snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH)))(row, col)
+      strips, (r, c), (snippets.SHEET_HEIGHT,
+                       snippets.SHEET_WIDTH + 2 * sheet_margin)))(row, col)
   zero = jnp.zeros((), jnp.int32)
   codes = jax.vmap(lambda t: jax.lax.dynamic_slice(
       specs, (zero, t), (snippets.SPEC_BINS,
@@ -273,7 +318,7 @@ def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
 
 
 def batch_windows(arrays: pieceset.Arrays, idx: jax.Array, rendering=0, dx=0,
-                  dy=0, dframe=0, margin: int = 0
+                  dy=0, dframe=0, margin: int = 0, sheet_margin: int = 0
                   ) -> tuple[jax.Array, jax.Array]:
   """Windows of the pairs ``idx`` in the given rendering(s) (jit-able).
 
@@ -281,18 +326,18 @@ def batch_windows(arrays: pieceset.Arrays, idx: jax.Array, rendering=0, dx=0,
     arrays: ``Arrays`` (on the device).
     idx: (B,) int pair indices.
     rendering: () or (B,) int, row of ``arrays.frame`` (0: the first).
-    dx, dy, dframe, margin: augmentation offsets and the static extra
-      frames each side, as ``cut_windows``.
+    dx, dy, dframe, margin, sheet_margin: augmentation offsets and the
+      static extra frames and px each side, as ``cut_windows``.
 
   Returns:
-    ``(sheets, spec_excerpts)``: (B, 40, 100) uint8, (B, 136, 100 + 2 *
-    margin) float32.
+    ``(sheets, spec_excerpts)``: (B, 40, 100 + 2 * sheet_margin) uint8,
+    (B, 136, 100 + 2 * margin) float32.
   """
   idx = jnp.asarray(idx, jnp.int32)
   r = jnp.broadcast_to(jnp.asarray(rendering, jnp.int32), idx.shape)
   return cut_windows(arrays.strips, arrays.specs, arrays.x[idx],
                      arrays.frame[r, idx], arrays.step[r, idx], dx, dy, dframe,
-                     margin)
+                     margin, sheet_margin)
 
 
 def random_renderings(rng: jax.Array, batch_size: int,

@@ -165,10 +165,13 @@ def _load_data(config, train_set, val_set):
   if train_set is None:
     train_set = input_pipeline.load_pieces(
         config.data_dir, 'train', config.max_train_pieces,
-        config_lib.renderings_arg(config.renderings))
+        config_lib.renderings_arg(config.renderings),
+        config.collections.split(','))
   if val_set is None:
     val_set = input_pipeline.load_pieces(config.data_dir, 'valid',
-                                         config.max_val_pieces)
+                                         config.max_val_pieces,
+                                         collections=config.collections
+                                         .split(','))
   logging.info('data: train %d pairs / %d pieces x %d renderings %s '
                '(%.1f MB on the device), valid %d pairs / %d pieces (%.1f MB),'
                ' loaded in %.1f s', len(train_set), len(train_set.names),

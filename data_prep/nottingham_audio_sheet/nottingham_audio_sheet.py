@@ -1,6 +1,15 @@
-"""TFDS builder: Nottingham melodies as aligned (sheet snippet, audio) data.
+"""TFDS builder: folk-tune melodies as aligned (sheet snippet, audio) data.
 
-Configs:
+Collections: each collection of melodies has its own two configs, the same
+features, its own train/valid/test split (``data_prep.source.COLLECTIONS``):
+``pairs`` and ``pieces`` are Nottingham's (the paper's data, unchanged);
+``oneills_pairs``, ``oneills_pieces``, ``airds_pairs`` and ``airds_pieces``
+are the tune books converted from the music21 corpus
+(``data_prep.convert_tunebooks``).  Training can draw from any mix of the
+``*pieces`` configs, and evaluation names a collection
+(``dccaflax.input_pipeline.config_name``).
+
+Kinds of config:
   * ``pairs``: one example per onset, the paper's packaging: a 40x100 sheet
     snippet centred on the notehead and a 136x100 spectrogram excerpt centred
     on the onset frame.  The excerpt holds the spectrogram's 6-bit quantized
@@ -42,6 +51,7 @@ need no TensorFlow; read with ``tfds.data_source``.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from typing import Iterator, Sequence
 
@@ -54,15 +64,17 @@ from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
 from dccaflax import audio
+from dccaflax import input_pipeline
 from dccaflax import snippets
 
 _Z = dict(encoding=tfds.features.Encoding.ZLIB)
 MEM_BUFFER_BYTES = 8 << 30  # see _download_and_prepare
 
 
-def features(config: str) -> dict[str, tfds.features.FeatureConnector]:
-  """The features of a config, 'pairs' or 'pieces' (see the module doc)."""
-  if config == 'pairs':
+def features(kind: str) -> dict[str, tfds.features.FeatureConnector]:
+  """The features of a kind of config, 'pairs' or 'pieces' (see the module
+  doc)."""
+  if kind == 'pairs':
     return {
         'sheet': tfds.features.Tensor(
             shape=(snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
@@ -150,11 +162,11 @@ def piece_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
                            piece.extra_onsets, len(piece.onset_frames))}
 
 
-def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
+def piece_examples(kind: str, piece: dict) -> Iterator[tuple[str, dict]]:
   """The examples of one piece in a config, with their keys.
 
   Args:
-    config: 'pairs' or 'pieces'.
+    kind: 'pairs' or 'pieces'.
     piece: the ``pieces`` features (without 'renderings' and the 'extra_*'
       ones: no extra renderings) and 'spec' ``(136, T)`` float32, the
       spectrogram the ``pairs`` excerpts are cut from.
@@ -164,12 +176,12 @@ def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
     order, ``('name/000123', features)`` (the onset frame in 6 digits).
   """
   name = piece['piece']
-  if config == 'pieces':
+  if kind == 'pieces':
     if 'renderings' not in piece:
       piece = {**piece, **extra_features((), (), (),
                                          len(piece['onset_frames']))}
     piece = {'rendering_params': '[]', **piece}
-    yield name, {k: piece[k] for k in features(config)}
+    yield name, {k: piece[k] for k in features(kind)}
     return
   for frame, x, bar in zip(piece['onset_frames'], piece['notehead_x'],
                            piece['onset_bars']):
@@ -178,6 +190,22 @@ def piece_examples(config: str, piece: dict) -> Iterator[tuple[str, dict]]:
         'spec': snippets.spec_excerpt(piece['spec'], frame),
         'piece': name, 'onset_frame': np.int32(frame),
         'notehead_x': np.float32(x), 'bar': np.int32(bar)}
+
+
+KIND_DESCRIPTIONS = {
+    'pairs': ('One example per onset: (40, 100) sheet snippet, (136, 100) '
+              'spectrogram excerpt.'),
+    'pieces': ('One example per piece: strip, 6-bit spectrogram, onsets; '
+               'extra renderings (tempo factors x soundfonts) with their '
+               'onsets.'),
+}
+
+
+@dataclasses.dataclass(eq=False)
+class AudioSheetConfig(tfds.core.BuilderConfig):
+  """A config: a collection's pairs or pieces."""
+  collection: str = source.NOTTINGHAM
+  kind: str = 'pairs'
 
 
 class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
@@ -195,12 +223,11 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
                 'pairs unchanged.'),
   }
   BUILDER_CONFIGS = [
-      tfds.core.BuilderConfig(name='pairs', description=(
-          'One example per onset: (40, 100) sheet snippet, (136, 100) '
-          'spectrogram excerpt.')),
-      tfds.core.BuilderConfig(name='pieces', description=(
-          'One example per piece: strip, 6-bit spectrogram, onsets; extra '
-          'renderings (tempo factors x soundfonts) with their onsets.')),
+      AudioSheetConfig(
+          name=input_pipeline.config_name(kind, collection),
+          collection=collection, kind=kind,
+          description=f'{collection}: ' + KIND_DESCRIPTIONS[kind])
+      for collection in source.COLLECTIONS for kind in ('pairs', 'pieces')
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Download Nottingham.zip (Boulanger-Lewandowski, Bengio & Vincent, '
@@ -249,13 +276,14 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
 
   @property
   def report_path(self) -> str:
-    """``prep_report.json`` beside the data: every input, ok or skipped."""
-    return os.path.join(self._root, 'prep_report.json')
+    """The report beside the data, every input ok or skipped:
+    ``prep_report.json`` (Nottingham), ``prep_report_<collection>.json``."""
+    return source.report_path(self._root, self.builder_config.collection)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict(
-            features(self.builder_config.name)),
+            features(self.builder_config.kind)),
         disable_shuffling=True,
         homepage='https://github.com/dccaflax/dccaflax',
         citation=(
@@ -278,8 +306,10 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
       shuffle.MAX_MEM_BUFFER_SIZE = limit
 
   def _split_generators(self, dl_manager):
-    midi_dir = source.resolve(os.fspath(dl_manager.manual_dir),
-                              os.path.join(self._root, 'downloads'))
+    manual = dl_manager.manual_dir
+    midi_dir = source.resolve(os.fspath(manual) if manual else None,
+                              os.path.join(self._root, 'downloads'),
+                              collection=self.builder_config.collection)
     files = pipeline.list_midi(midi_dir, self._splits, self._limit)
     cache_dir = self._cache_dir or os.path.join(self._root, 'cache')
     # Pieces stream in from the worker processes while this process writes
@@ -332,4 +362,4 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str):
     for piece in self._pieces(split):
-      yield from piece_examples(self.builder_config.name, piece)
+      yield from piece_examples(self.builder_config.kind, piece)
