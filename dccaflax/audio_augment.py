@@ -90,11 +90,12 @@ def add_noise_floor(key: jax.Array, spec: jax.Array,
   return jnp.log1p(mag + noise)
 
 
-def _resample(x: jax.Array, pos: jax.Array) -> jax.Array:
+def resample(x: jax.Array, pos: jax.Array) -> jax.Array:
   """``x`` linearly interpolated at fractional positions along its last
   axis, 0 outside.
 
-  As a matrix product with hat weights ``max(0, 1 - |pos - i|)`` (a small
+  Shared by the audio and the sheet augmentations (``sheet_augment``).  As
+  a matrix product with hat weights ``max(0, 1 - |pos - i|)`` (a small
   matmul per excerpt, no gather: quick to compile and to run).
 
   Args:
@@ -118,7 +119,7 @@ def shift_bins(key: jax.Array, spec: jax.Array, max_bins: float) -> jax.Array:
   shift = jax.random.uniform(key, (n, 1), minval=-max_bins, maxval=max_bins)
   pos = jnp.arange(bins, dtype=jnp.float32)[None, :] - shift     # (n, bins)
   mag = jnp.swapaxes(_magnitude(spec), 1, 2)                 # (n, frames, bins)
-  return jnp.log1p(jnp.swapaxes(_resample(mag, pos), 1, 2))
+  return jnp.log1p(jnp.swapaxes(resample(mag, pos), 1, 2))
 
 
 def stretch_time(key: jax.Array, wide: jax.Array, max_stretch: float,
@@ -142,7 +143,7 @@ def stretch_time(key: jax.Array, wide: jax.Array, max_stretch: float,
                               maxval=1 + max_stretch)
   t = jnp.arange(frames, dtype=jnp.float32)[None, :] - frames // 2
   pos = margin + frames // 2 + t * factor                      # (n, frames)
-  return jnp.log1p(_resample(_magnitude(wide), pos))
+  return jnp.log1p(resample(_magnitude(wide), pos))
 
 
 def mask(key: jax.Array, spec: jax.Array, max_frames: int,

@@ -35,9 +35,15 @@ MAX_STRETCH = 0.1                    # time stretch factor 1 +- this
 # Frames each side of a window that a stretch of MAX_STRETCH reads
 # (``audio_augment.stretch_time``; one more for the interpolation).
 STRETCH_MARGIN = int(np.ceil(snippets.SPEC_FRAMES / 2 * MAX_STRETCH)) + 1
+MAX_SHEET_SCALE = 0.3                # sheet scale factor up to 1.3 (and 1/1.3)
+# Px each side of a sheet window that a scale of 1 + MAX_SHEET_SCALE reads
+# (``sheet_augment.scale_width``; one more for the interpolation).
+SHEET_SCALE_MARGIN = int(np.ceil(snippets.SHEET_WIDTH / 2
+                                 * MAX_SHEET_SCALE)) + 1
 # One more than strictly needed so that a notehead rounded onto x == W (or an
 # onset on frame == T) still gets a window of pure padding beyond the piece.
-SHEET_GAP = snippets.SHEET_WIDTH // 2 + MAX_DX + 1      # 61 px of paper
+SHEET_GAP = (snippets.SHEET_WIDTH // 2 + MAX_DX + SHEET_SCALE_MARGIN
+             + 1)                                     # 77 px of paper
 SPEC_GAP = (snippets.SPEC_FRAMES // 2 + MAX_DFRAME + STRETCH_MARGIN
             + 1)                                      # 59 frames of silence
 
@@ -102,7 +108,7 @@ class PieceSet:
   """All pieces of a split, concatenated, plus per-pair indices.
 
   Layout: ``[gap][piece 0][gap][piece 1]...[piece n-1][gap]`` along x
-  (``SHEET_GAP`` = 61 px of paper) and, for every (piece, rendering)
+  (``SHEET_GAP`` = 77 px of paper) and, for every (piece, rendering)
   spectrogram in turn, along time (``SPEC_GAP`` = 59 frames of silence), so
   a window of any allowed augmentation offset stays within its piece's
   padding.

@@ -12,7 +12,7 @@ jitter, a uniform choice among the prepared audio renderings loaded with
 ``TrainConfig.renderings``, a random gain and gain curve per excerpt,
 ``dccaflax.level``, and what a recording does to a spectrogram,
 ``dccaflax.audio_augment``: time stretch, tuning, EQ, a noise floor and
-masks).  ``train_step`` takes one step per jitted call;
+masks, and a horizontal sheet scale, ``dccaflax.sheet_augment``).  ``train_step`` takes one step per jitted call;
 ``train_chunk`` runs up to ``steps_per_dispatch`` of them in one call,
 slicing its batches from the epoch's order on the device.  Both trace the
 same pure ``_step``.  A step whose loss or gradient is not finite changes
@@ -42,6 +42,7 @@ from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import models
 from dccaflax import pieceset
+from dccaflax import sheet_augment
 from dccaflax import snippets
 
 
@@ -59,6 +60,7 @@ class Augment(NamedTuple):
   stretch: float = 0.0    # time stretch factor 1 +- this
   time_mask: int = 0      # widest silenced band of frames
   freq_mask: int = 0      # widest silenced band of bins
+  sheet_scale: float = 0.0  # sheet scale factor up to 1 + this (and 1/it)
 
 
 def augment_of(config: config_lib.TrainConfig) -> Augment:
@@ -72,7 +74,8 @@ def augment_of(config: config_lib.TrainConfig) -> Augment:
                 float(config.aug_gain_db), float(config.aug_gain_curve_db),
                 float(config.aug_eq_db), float(config.aug_noise_db),
                 float(config.aug_tune_bins), float(config.aug_stretch),
-                int(config.aug_time_mask), int(config.aug_freq_mask))
+                int(config.aug_time_mask), int(config.aug_freq_mask),
+                float(config.aug_sheet_scale))
   pieceset.check_augmentation(aug.dx, aug.dy, aug.dframe)
   limits = {'aug_gain_db': (aug.gain_db, float('inf')),
             'aug_gain_curve_db': (aug.curve_db, float('inf')),
@@ -81,7 +84,8 @@ def augment_of(config: config_lib.TrainConfig) -> Augment:
             'aug_tune_bins': (aug.tune_bins, audio_augment.MAX_TUNE_BINS),
             'aug_stretch': (aug.stretch, audio_augment.MAX_STRETCH),
             'aug_time_mask': (aug.time_mask, snippets.SPEC_FRAMES),
-            'aug_freq_mask': (aug.freq_mask, snippets.SPEC_BINS)}
+            'aug_freq_mask': (aug.freq_mask, snippets.SPEC_BINS),
+            'aug_sheet_scale': (aug.sheet_scale, sheet_augment.MAX_SCALE)}
   for name, (value, most) in limits.items():
     if not 0 <= value <= most:   # also refuses nan
       raise ValueError(f'{name} must be in [0, {most}], got {value}')
@@ -234,6 +238,25 @@ def augment_audio(key: jax.Array, specs: jax.Array,
   return specs
 
 
+def augment_sheets(key: jax.Array, sheets: jax.Array,
+                   augment: Augment) -> jax.Array:
+  """The sheet augmentations of a step (traced).
+
+  Args:
+    key: PRNG key of the step's sheets.
+    sheets: ``(B, 40, 100)`` snippets, or ``(B, 40, 100 + 2 *
+      sheet_augment.MARGIN)`` where ``augment.sheet_scale`` (cut wider).
+    augment: the static ``Augment``; settings that are 0 are skipped.
+
+  Returns:
+    ``(B, 40, 100)`` uint8.
+  """
+  augment = Augment(*augment)
+  if augment.sheet_scale:
+    sheets = sheet_augment.scale_width(key, sheets, augment.sheet_scale)
+  return sheets
+
+
 def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
           reg: float, augment: Augment, seed: int,
@@ -251,9 +274,11 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
     rendering = input_pipeline.random_renderings(
         jax.random.fold_in(rng, 1), idx.shape[0], n_renderings)
   margin = audio_augment.MARGIN if augment.stretch else 0
+  sheet_margin = sheet_augment.MARGIN if augment.sheet_scale else 0
   sheets, specs = input_pipeline.batch_windows(arrays, idx, rendering,
-                                               *offsets, margin)
+                                               *offsets, margin, sheet_margin)
   specs = augment_audio(jax.random.fold_in(rng, 2), specs, augment)
+  sheets = augment_sheets(jax.random.fold_in(rng, 3), sheets, augment)
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(
