@@ -221,3 +221,65 @@ def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
   fig.savefig(out, dpi=75, bbox_inches='tight')
   plt.close(fig)
   return out
+
+
+def draw_collections(data_dir: str, collections, out: str,
+                     split: str = 'test', max_pieces: int | None = 40,
+                     scale: float = 1.25) -> str:
+  """Writes a figure of each collection's geometry; returns ``out``.
+
+  One row per collection: the histogram of its pieces' px of strip per
+  audio frame (``evaluation.px_per_frame``, the first ``max_pieces`` of
+  ``split``), then one pair: the sheet snippet, the same snippet rescaled
+  by ``1 / scale`` and ``scale`` (``sheet_augment.rescale``, as
+  ``aug_sheet_scale`` draws them), and the audio excerpt.
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from dccaflax import evaluation  # pylint: disable=g-import-not-at-top
+  from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from dccaflax import sheet_augment  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(len(collections), 5, squeeze=False,
+                           figsize=(13, 1.9 * len(collections)),
+                           gridspec_kw=dict(width_ratios=[1.6, 1, 1, 1, 1]))
+  bins = np.linspace(0.0, 4.0, 41)
+  m = sheet_augment.MARGIN
+  for r, collection in enumerate(collections):
+    ps = input_pipeline.load_pieces(data_dir, split, max_pieces,
+                                    collections=(collection,))
+    ratios = evaluation.px_per_frame(
+        np.asarray(ps.names, object)[ps.piece_id], ps.notehead_x,
+        ps.onset_frame)
+    a = axes[r, 0]
+    a.hist(np.clip(ratios, bins[0], bins[-1]), bins=bins, color='C0')
+    a.axvline(np.median(ratios), color='k', lw=1)
+    a.set_ylabel(collection, fontsize=9)
+    a.set_title(f'px per frame: median {np.median(ratios):.2f} '
+                f'({len(ratios)} pieces)', fontsize=8)
+    i = len(ps) // 3
+    wide, spec = input_pipeline.batch_windows(ps.arrays, jnp.array([i]),
+                                              sheet_margin=m)
+    panels = [('sheet snippet', np.asarray(wide[0, :, m:-m])),
+              (f'x {1 / scale:.2f}', np.asarray(sheet_augment.rescale(
+                  wide, jnp.full((1, 1), 1 / scale))[0])),
+              (f'x {scale:.2f}', np.asarray(sheet_augment.rescale(
+                  wide, jnp.full((1, 1), scale))[0]))]
+    for j, (label, img) in enumerate(panels, start=1):
+      axes[r, j].imshow(img, cmap='gray', vmin=0, vmax=255)
+      axes[r, j].set_title(label, fontsize=8)
+      axes[r, j].axis('off')
+    a = axes[r, 4]
+    a.imshow(np.asarray(spec[0]), origin='lower', cmap='magma',
+             aspect='auto')
+    a.axvline(snippets.SPEC_FRAMES // 2, color='c', lw=0.6, alpha=0.6)
+    a.set_xticks([])
+    a.set_yticks([])
+    a.set_title('its audio excerpt (3.2 s)', fontsize=8)
+  axes[-1, 0].set_xlabel('px of strip per audio frame (per piece)')
+  fig.suptitle(f'{split} pieces of each collection: engraving against audio '
+               'at 120 qpm, and the sheet scale augmentation', fontsize=10)
+  fig.savefig(out, dpi=75, bbox_inches='tight')
+  plt.close(fig)
+  return out

@@ -4,12 +4,14 @@ paper's Figure 1.
 
   python -m data_prep.show --data_dir OUT --piece NAME --out fig.png \
       [--start 0 --seconds 10] [--renderings_out renderings.png] \
-      [--augment_out augment.png]
+      [--augment_out augment.png] [--collections_out collections.png]
 
 --renderings_out also draws a few pairs in every prepared rendering (data
 prepared with --soundfonts/--tempos): one sheet snippet over the excerpts of
 each rendering at its own onset frame; --augment_out the same excerpts under
-each audio augmentation of training (``dccaflax.audio_augment``).
+each audio augmentation of training (``dccaflax.audio_augment``);
+--collections_out each prepared collection's px of strip per audio frame,
+with one snippet rescaled as the sheet scale augmentation does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from absl import app
 from absl import flags
 
 from data_prep import figures
+from data_prep import source
 
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'prepare.py output folder.',
                                 required=True)
@@ -34,6 +37,13 @@ _PAIRS = flags.DEFINE_integer('pairs', 6, 'Snippet pairs in the bottom row.')
 _RENDERINGS_OUT = flags.DEFINE_string(
     'renderings_out', None, 'Also write a PNG of a few pairs in every '
     'prepared rendering.')
+_COLLECTIONS_OUT = flags.DEFINE_string(
+    'collections_out', None, 'Also write a PNG of each prepared '
+    "collection's px per frame, with a snippet rescaled as the sheet "
+    'scale augmentation does.')
+_COLLECTIONS = flags.DEFINE_list(
+    'collections', list(source.COLLECTIONS), 'Collections of '
+    '--collections_out (prepared in --data_dir).')
 _AUGMENT_OUT = flags.DEFINE_string(
     'augment_out', None, 'Also write a PNG of a few excerpts under each '
     'audio augmentation.')
@@ -54,6 +64,13 @@ def main(argv):
     figures.draw_renderings(ex, _RENDERINGS_OUT.value, _PAIRS.value)
     print(f'wrote {_RENDERINGS_OUT.value} ({len(ex["extra_frames"]) + 1} '
           'renderings)')
+  if _COLLECTIONS_OUT.value:
+    try:
+      figures.draw_collections(_DATA_DIR.value, _COLLECTIONS.value,
+                               _COLLECTIONS_OUT.value, _SPLIT.value or 'test')
+    except (FileNotFoundError, ValueError) as e:
+      sys.exit(f'error: {e}')
+    print(f'wrote {_COLLECTIONS_OUT.value} ({", ".join(_COLLECTIONS.value)})')
   if _AUGMENT_OUT.value:
     figures.draw_augmentations(ex, _AUGMENT_OUT.value, _PAIRS.value)
     print(f'wrote {_AUGMENT_OUT.value} ({len(figures.AUGMENTATIONS)} '

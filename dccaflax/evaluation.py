@@ -34,6 +34,7 @@ from dccaflax import input_pipeline
 from dccaflax import models
 from dccaflax import pieceset
 from dccaflax import retrieval
+from dccaflax import snippets
 
 BEST_METRIC = 'val/R@10'   # mean of audio->sheet and sheet->audio R@10
 PAPER_LIMIT = 16000        # pairs of the paper's protocol, per split
@@ -288,41 +289,90 @@ def geometry(ratios: np.ndarray) -> dict:
           'p10': float(p10), 'p90': float(p90)}
 
 
+def scaled_sheets(ps: pieceset.PieceSet, n: int,
+                  scales: Sequence[float]) -> np.ndarray:
+  """The sheet snippets of the first ``n`` pairs at several horizontal
+  scales about the notehead (``sheet_augment.rescale``: > 1 shows more
+  music), each cut from its own piece's strip with paper beyond its ends.
+
+  Returns:
+    ``(len(scales), n, 40, 100)`` uint8; scale 1 gives the ``pairs``
+    config's snippets bit for bit.
+  """
+  from dccaflax import sheet_augment  # pylint: disable=g-import-not-at-top
+  half = snippets.SHEET_WIDTH // 2
+  margin = max(0, int(np.ceil(half * max(scales))) - half + 1)
+  out = np.empty((len(scales), n, snippets.SHEET_HEIGHT,
+                  snippets.SHEET_WIDTH), np.uint8)
+  for start in range(0, n, _CUT_BATCH):
+    idx = range(start, min(start + _CUT_BATCH, n))
+    wide = np.stack([snippets.sheet_snippet(
+        ps.piece_strip(ps.piece_id[i]), ps.notehead_x[i], margin=margin)
+                     for i in idx])
+    for k, s in enumerate(scales):
+      out[k, idx.start:idx.stop] = np.asarray(sheet_augment.rescale(
+          wide, np.full((len(idx), 1), s, np.float32)))
+  return out
+
+
 def collection_protocol(models: Sequence[api.Model], data_dir: str,
                         collections: Sequence[str], split: str = 'test',
                         limit: int = PAPER_LIMIT,
-                        log: Optional[Callable[[str], None]] = None
+                        log: Optional[Callable[[str], None]] = None,
+                        sheet_scales: Optional[Sequence[float]] = None
                         ) -> list[list[dict]]:
   """The paper's protocol on each collection's split, with its geometry.
 
   Args:
     models: loaded models (e.g. seeds); each collection is read once.
     data_dir: prepared data holding each collection's ``pairs`` config
-      (``input_pipeline.config_name``).
+      (``input_pipeline.config_name``; its ``pieces`` config with
+      ``sheet_scales``).
     collections: which, in table order.
     split: whose pairs (each collection has its own).
     limit: the first this many pairs (all where fewer).
     log: called with a progress line per collection.
+    sheet_scales: None: the paper's snippets.  Else a search over scales at
+      query time: every sheet snippet is embedded at each of these
+      horizontal scales (``scaled_sheets``) and a (sheet, audio) pair
+      scores its best scale, as candidate (A->S) and as query (S->A).
 
   Returns:
     per model, one row per collection: {'collection', 'split', 'protocol'
     ('first'), 'label', 'a2s', 's2a', 'n', 'geometry'} (``geometry`` of the
-    evaluated pairs' pieces).
+    evaluated pairs' pieces), and 'sheet_scales' with a search.
   """
   out = [[] for _ in models]
   for collection in collections:
     t0 = time.time()
-    pairs = input_pipeline.load_pairs(data_dir, split, limit, collection)
-    n = len(pairs['sheet'])
-    geo = geometry(px_per_frame(pairs['piece'], pairs['notehead_x'],
-                                pairs['onset_frame']))
+    if sheet_scales is None:
+      pairs = input_pipeline.load_pairs(data_dir, split, limit, collection)
+      sheets, specs = pairs['sheet'][None], pairs['spec']
+      piece, x, frame = (pairs['piece'], pairs['notehead_x'],
+                         pairs['onset_frame'])
+    else:
+      ps = input_pipeline.load_pieces(data_dir, split,
+                                      collections=(collection,))
+      n = min(int(limit), len(ps))
+      sheets = scaled_sheets(ps, n, sheet_scales)
+      _, specs = pieceset.cut(ps, np.arange(n))
+      piece = np.asarray(ps.names, object)[ps.piece_id[:n]]
+      x, frame = ps.notehead_x[:n], ps.onset_frame[:n]
+    n = len(specs)
+    geo = geometry(px_per_frame(piece, x, frame))
     label = f'{collection} {split} ({n}{" = all" if n < limit else ""})'
     for model, rows in zip(models, out):
-      m = retrieval.both_directions(api.embed_sheet(model, pairs['sheet']),
-                                    api.embed_audio(model, pairs['spec']))
+      audio = api.embed_audio(model, specs)
+      if sheet_scales is None:
+        m = retrieval.both_directions(api.embed_sheet(model, sheets[0]),
+                                      audio)
+      else:
+        m = retrieval.both_directions_views(
+            np.stack([api.embed_sheet(model, v) for v in sheets]), audio)
+        m['sheet_scales'] = [float(s) for s in sheet_scales]
       rows.append({'collection': collection, 'split': split,
                    'protocol': 'first', 'label': label, 'geometry': geo, **m})
-    del pairs
+    del sheets, specs
     if log:
       log(f'{collection}: {n} {split} pairs in {time.time() - t0:.1f} s')
   return out

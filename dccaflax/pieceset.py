@@ -145,6 +145,12 @@ class PieceSet:
   onset_frame: np.ndarray
   bar: np.ndarray
 
+  def piece_strip(self, k: int) -> np.ndarray:
+    """The strip ``(48, W_k)`` of piece ``k``, without its gaps."""
+    ends = np.r_[self.strip_offset[1:] - SHEET_GAP,
+                 self.arrays.strips.shape[1] - SHEET_GAP]
+    return self.arrays.strips[:, int(self.strip_offset[k]):int(ends[k])]
+
   def __len__(self) -> int:
     return int(self.piece_id.shape[0])
 

@@ -117,6 +117,59 @@ def partner_ranks(query_emb, candidate_emb, chunk_size: int = 1024
   return ranks
 
 
+@jax.jit
+def _count_ahead_views(q: jax.Array, c: jax.Array,
+                       partner: jax.Array) -> jax.Array:
+  """``_count_ahead`` with several views per query and per candidate: the
+  similarity of a (query, candidate) is the largest over their views.
+
+  Args:
+    q: ``(Kq, B, d)`` unit-norm views of the queries.
+    c: ``(Kc, C, d)`` unit-norm views of the candidates.
+    partner: ``(B,)`` int32.
+  """
+  sims = jnp.max(jnp.einsum('kbd,lcd->klbc', q, c, precision=_HIGHEST),
+                 axis=(0, 1))                                    # (B, C)
+  partner_sim = jnp.take_along_axis(sims, partner[:, None], axis=1)
+  not_partner = jnp.arange(c.shape[1])[None, :] != partner[:, None]
+  ahead = (sims >= partner_sim) & not_partner
+  return jnp.sum(ahead, axis=1, dtype=jnp.int32)
+
+
+def partner_ranks_views(query_views, candidate_views, chunk_size: int = 512
+                        ) -> np.ndarray:
+  """``partner_ranks`` where queries and candidates have several views
+  (e.g. a sheet snippet at several scales): a candidate's similarity to a
+  query is the largest cosine similarity over all pairs of their views.
+
+  Args:
+    query_views: ``(Kq, Q, d)``; candidate_views: ``(Kc, C, d)``, ``Q <= C``.
+    chunk_size: queries per step (memory ~ Kq * Kc * chunk_size * C * 4 B).
+
+  Returns:
+    ``(Q,)`` int64 ranks in ``[1, C]`` (ties count against the query).
+  """
+  qv = np.asarray(query_views, np.float32)
+  cv = np.asarray(candidate_views, np.float32)
+  if qv.ndim != 3 or cv.ndim != 3 or qv.shape[2] != cv.shape[2]:
+    raise ValueError(f'views must be (K, n, d) with one d, got {qv.shape} '
+                     f'and {cv.shape}')
+  n_q, n_c = qv.shape[1], cv.shape[1]
+  if not 0 < n_q <= n_c:
+    raise ValueError(f'need 0 < queries <= candidates, got {n_q} and {n_c}')
+  qn = np.stack([np.asarray(l2_normalize(v)) for v in qv])
+  cn = jnp.stack([l2_normalize(v) for v in cv])
+  bs = min(chunk_size, n_q)
+  ranks = np.empty((n_q,), np.int64)
+  for start in range(0, n_q, bs):
+    stop = min(start + bs, n_q)
+    q_chunk = np.stack([batching.pad_rows(v[start:stop], bs) for v in qn])
+    partner = batching.pad_rows(np.arange(start, stop, dtype=np.int32), bs)
+    ahead = np.asarray(_count_ahead_views(q_chunk, cn, partner))
+    ranks[start:stop] = 1 + ahead[:stop - start]
+  return ranks
+
+
 def metrics_from_ranks(ranks, n_candidates: int,
                        ks: Sequence[int] = (1, 5, 10)) -> Dict[str, object]:
   """R@k (percent), MR, MRR from 1-based ranks.
@@ -169,6 +222,21 @@ def rank_metrics(query_emb, candidate_emb, ks: Sequence[int] = (1, 5, 10),
 
 
 METRIC_KEYS = ('R@1', 'R@5', 'R@10', 'MR', 'MRR')
+
+
+def both_directions_views(sheet_views, audio_emb) -> Dict[str, object]:
+  """``both_directions`` with several views of each sheet snippet
+  (``(K, N, d)``, e.g. scales; ``audio_emb`` ``(N, d)``): the largest
+  similarity over a snippet's views counts, as candidate (A->S) and as
+  query (S->A)."""
+  sheet_views = np.asarray(sheet_views, np.float32)
+  audio = np.asarray(audio_emb, np.float32)[None]
+  n = int(sheet_views.shape[1])
+  out = {'n': n}
+  for name, q, c in (('a2s', audio, sheet_views), ('s2a', sheet_views, audio)):
+    m = metrics_from_ranks(partner_ranks_views(q, c), n)
+    out[name] = {k: float(m[k]) for k in METRIC_KEYS}
+  return out
 
 
 def both_directions(sheet_emb, audio_emb) -> Dict[str, object]:

@@ -35,7 +35,8 @@ def scale_factors(key: jax.Array, n: int, max_scale: float) -> jax.Array:
 
 def scale_width(key: jax.Array, wide: jax.Array, max_scale: float,
                 width: int = snippets.SHEET_WIDTH) -> jax.Array:
-  """Snippets rescaled horizontally about their centre (see the module doc).
+  """Snippets rescaled horizontally about their centre by random factors
+  (``scale_factors``; see the module doc).
 
   Args:
     key: PRNG key.
@@ -47,11 +48,28 @@ def scale_width(key: jax.Array, wide: jax.Array, max_scale: float,
   Returns:
     ``(N, H, width)`` uint8, 255 = paper.
   """
-  n, _, total = wide.shape
-  margin = (total - width) // 2
-  factor = scale_factors(key, n, max_scale)
+  return rescale(wide, scale_factors(key, wide.shape[0], max_scale), width)
+
+
+def rescale(wide: jax.Array, factor: jax.Array,
+            width: int = snippets.SHEET_WIDTH) -> jax.Array:
+  """Snippets rescaled horizontally about their centre by given factors.
+
+  Args:
+    wide: ``(N, H, width + 2 * margin)`` uint8, cut ``margin`` px wider each
+      side; a factor reads ``width / 2 * factor`` px each side of the centre,
+      which must be at most ``width / 2 + margin - 1``.
+    factor: ``(N, 1)`` (or broadcastable) factors, > 1 shows more music.
+    width: output width.
+
+  Returns:
+    ``(N, H, width)`` uint8, 255 = paper.
+  """
+  margin = (wide.shape[-1] - width) // 2
+  factor = jnp.asarray(factor, jnp.float32)
   t = jnp.arange(width, dtype=jnp.float32)[None, :] - width // 2
-  pos = margin + width // 2 + t * factor                         # (n, width)
+  pos = jnp.broadcast_to(margin + width // 2 + t * factor,
+                         (wide.shape[0], width))                # (n, width)
   # ink (0 = paper) is resampled, so paper stays paper at any position
   ink = snippets.PAPER - wide.astype(jnp.float32)
   out = snippets.PAPER - audio_augment.resample(ink, pos)

@@ -49,16 +49,18 @@ def _crop_1d(a: np.ndarray, start: int, width: int, fill) -> np.ndarray:
 
 
 def sheet_snippet(strip: np.ndarray, notehead_x: float,
-                  dy: int = 0) -> np.ndarray:
+                  dy: int = 0, margin: int = 0) -> np.ndarray:
   """Sheet snippet centred on a notehead.
 
   Args:
     strip: ``(STRIP_HEIGHT, W)`` uint8 unrolled score.
     notehead_x: notehead centre in px (rounded to the nearest pixel).
     dy: vertical shift in px, ``|dy| <= STRIP_MARGIN`` (augmentation).
+    margin: px more each side (a window to rescale, ``sheet_augment``).
 
   Returns:
-    ``(SHEET_HEIGHT, SHEET_WIDTH)`` uint8, white paper beyond the strip ends.
+    ``(SHEET_HEIGHT, SHEET_WIDTH + 2 * margin)`` uint8, white paper beyond
+    the strip ends.
   """
   if strip.ndim != 2 or strip.shape[0] != STRIP_HEIGHT:
     raise ValueError(f'strip must be ({STRIP_HEIGHT}, W), got {strip.shape}')
@@ -66,8 +68,8 @@ def sheet_snippet(strip: np.ndarray, notehead_x: float,
     raise ValueError(f'|dy| must be <= {STRIP_MARGIN}, got {dy}')
   top = STRIP_MARGIN + dy
   band = strip[top:top + SHEET_HEIGHT]
-  start = int(window_start(round_half_up(notehead_x), SHEET_WIDTH))
-  return _crop_1d(band, start, SHEET_WIDTH, np.uint8(PAPER))
+  start = int(window_start(round_half_up(notehead_x), SHEET_WIDTH)) - margin
+  return _crop_1d(band, start, SHEET_WIDTH + 2 * margin, np.uint8(PAPER))
 
 
 def spec_excerpt(spec: np.ndarray, onset_frame: int) -> np.ndarray:

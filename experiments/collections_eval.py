@@ -14,8 +14,14 @@ per audio frame (median and 10th-90th percentile over the evaluated pieces,
 ``evaluation.px_per_frame``): a 100-px sheet window holds less music where
 it is larger.
 
-Writes ``collections_eval.md`` and ``.json`` into each workdir; with several
-workdirs (seeds) it also prints their mean ± sd.
+--sheet_scales searches over horizontal scales of the sheet snippets at query
+time (each snippet embedded at every scale, a pair scoring its best one): an
+engraving with another px per second than the training data's needs no
+retraining to be read at its own scale.
+
+Writes ``collections_eval.md`` and ``.json`` (with --sheet_scales:
+``collections_eval_scales.*``) into each workdir; with several workdirs
+(seeds) it also prints their mean ± sd.
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ _LIMIT = flags.DEFINE_integer('limit', evaluation.PAPER_LIMIT, 'The first N '
                               'pairs of each collection (all where fewer).')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'],
                            'Checkpoint: best validation R@10 or the last.')
+_SHEET_SCALES = flags.DEFINE_list(
+    'sheet_scales', None, 'Search over sheet scales at query time, e.g. '
+    '0.8,1,1.25,1.6: every snippet embedded at each horizontal scale about '
+    'its notehead (> 1 shows more music), a pair scoring its best one '
+    '(evaluation.scaled_sheets); default: the paper\'s snippets. Writes '
+    'collections_eval_scales.md/json.')
 
 
 def prepared(data_dir: str) -> list[str]:
@@ -72,19 +84,33 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--collections: unknown {unknown}; have '
                          f'{list(source.COLLECTIONS)}')
+  scales = None
+  if _SHEET_SCALES.value:
+    try:
+      scales = [float(v) for v in _SHEET_SCALES.value]
+    except ValueError:
+      raise app.UsageError(f'--sheet_scales: not numbers: '
+                           f'{_SHEET_SCALES.value}') from None
+    if not all(0.5 <= v <= 2.0 for v in scales):
+      raise app.UsageError(f'--sheet_scales must lie in [0.5, 2], got '
+                           f'{scales}')
+  stem = 'collections_eval' + ('_scales' if scales else '')
   rows_per_model = evaluation.collection_protocol(
-      models, data_dir, collections, _SPLIT.value, _LIMIT.value, logging.info)
+      models, data_dir, collections, _SPLIT.value, _LIMIT.value, logging.info,
+      sheet_scales=scales)
   for workdir, model, rows in zip(_WORKDIR.value, models, rows_per_model):
     cfg = model.config
     title = (f'{os.path.abspath(workdir)}: {_WHICH.value} checkpoint (epoch '
              f'{model.epoch}), width {cfg.width:g}, trained on '
-             f'{cfg.collections}, data {data_dir}')
+             f'{cfg.collections}, data {data_dir}'
+             + (f', sheet snippets searched over scales {scales}' if scales
+                else ''))
     table = evaluation.collections_table(rows, title)
     print(table)
-    paths = evaluation.write_results(workdir, 'collections_eval', table,
+    paths = evaluation.write_results(workdir, stem, table,
                                      model, _WHICH.value, data_dir,
                                      split=_SPLIT.value, limit=_LIMIT.value,
-                                     rows=rows)
+                                     sheet_scales=scales, rows=rows)
     logging.info('wrote %s and %s', *paths)
   if len(models) > 1:
     print(evaluation.collections_table(

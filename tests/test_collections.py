@@ -84,3 +84,42 @@ def test_collections_eval_writes_its_table(real_model, two_collections):
     assert 0.3 < row['geometry']['median'] < 5 and row['geometry']['pieces']
     assert f'| {row["label"]} |' in md
   assert 'px/frame' in md
+
+
+def test_collections_figure(two_collections, tmp_path):
+  out = tmp_path / 'collections.png'
+  rc, log = run_cli('data_prep.show', '--data_dir', two_collections,
+                    '--out', tmp_path / 'piece.png', '--collections_out', out,
+                    '--collections', 'nottingham,airds')
+  assert rc == 0, log[-3000:]
+  assert out.stat().st_size > 10000 and 'wrote' in log
+
+
+def test_scale_search_at_scale_one_is_the_paper_protocol(two_collections,
+                                                         real_model):
+  pairs = input_pipeline.load_pairs(two_collections, 'test',
+                                    collection='airds')
+  ps = input_pipeline.load_pieces(two_collections, 'test',
+                                  collections=('airds',))
+  views = evaluation.scaled_sheets(ps, len(ps), (1.0, 1.6, 0.8))
+  assert views.shape == (3,) + pairs['sheet'].shape
+  assert np.array_equal(views[0], pairs['sheet'])     # bit for bit
+  # column 50 + k of a view at scale s is column 50 + k * s of the snippet
+  # (exact where k * s is whole), the notehead staying at column 50
+  for k in (-10, -5, 5, 10, 25):
+    assert np.array_equal(views[1][:, :, 50 + k],
+                          pairs['sheet'][:, :, 50 + int(k * 1.6)])
+    assert np.array_equal(views[2][:, :, 50 + k],
+                          pairs['sheet'][:, :, 50 + int(k * 0.8)])
+  import dccaflax  # pylint: disable=g-import-not-at-top
+  model = dccaflax.load(real_model)
+  plain, = evaluation.collection_protocol([model], two_collections,
+                                          ['airds'])
+  one, = evaluation.collection_protocol([model], two_collections, ['airds'],
+                                        sheet_scales=(1.0,))
+  for d in ('a2s', 's2a'):
+    assert abs(one[0][d]['R@10'] - plain[0][d]['R@10']) <= 0.5
+  searched, = evaluation.collection_protocol(
+      [model], two_collections, ['airds'], sheet_scales=(0.8, 1.0, 1.25))
+  assert searched[0]['sheet_scales'] == [0.8, 1.0, 1.25]
+  assert searched[0]['n'] == plain[0]['n']
