@@ -242,8 +242,9 @@ def draw_collections(data_dir: str, collections, out: str,
   from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
   from dccaflax import sheet_augment  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(len(collections), 5, squeeze=False,
-                           figsize=(13, 1.9 * len(collections)),
-                           gridspec_kw=dict(width_ratios=[1.6, 1, 1, 1, 1]))
+                           figsize=(13, 2.2 * len(collections)),
+                           gridspec_kw=dict(width_ratios=[1.6, 1, 1, 1, 1],
+                                            hspace=0.55))
   bins = np.linspace(0.0, 4.0, 41)
   m = sheet_augment.MARGIN
   for r, collection in enumerate(collections):

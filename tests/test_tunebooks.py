@@ -227,3 +227,21 @@ def test_bundled_collections_match_their_reports(bundled_melodies):
     assert counts.sum() == report['ok']
     # every split holds a fair share (the hash of the group decides)
     assert np.all(counts / counts.sum() > 0.08), counts
+
+
+def test_only_the_two_books_reach_the_data():
+  # Every other collection of music21's corpus is reserved for independent
+  # evaluation: no converter, no folder, no tune of it here.
+  assert {c.corpus_dir for c in tunebooks.COLLECTIONS.values()} == {
+      'oneills1850', 'airdsAirs'}
+  assert set(source.COLLECTIONS) == {'nottingham', 'oneills', 'airds'}
+  folders = {f for f in os.listdir(source.DATASETS)
+             if os.path.isdir(os.path.join(source.DATASETS, f))}
+  assert folders == set(source.COLLECTIONS)
+  for name, collection in tunebooks.COLLECTIONS.items():
+    with open(os.path.join(source.bundled(name),
+                           'conversion_report.json')) as f:
+      report = json.load(f)
+    assert report['corpus'].endswith('corpus/' + collection.corpus_dir)
+    assert all(t['file'].startswith(collection.corpus_dir + '/')
+               for t in report['tunes'])
