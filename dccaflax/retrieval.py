@@ -75,9 +75,14 @@ def _count_ahead(q: jax.Array, c: jax.Array, partner: jax.Array) -> jax.Array:
   Returns:
     ``(B,)`` int32 ``#{j != partner : sim_j >= sim_partner}``.
   """
-  sims = jnp.matmul(q, c.T, precision=_HIGHEST)               # (B, C)
+  return _ahead_of_partner(jnp.matmul(q, c.T, precision=_HIGHEST), partner)
+
+
+def _ahead_of_partner(sims: jax.Array, partner: jax.Array) -> jax.Array:
+  """``(B,)`` int32 ``#{j != partner : sims_j >= sims_partner}`` of
+  ``(B, C)`` similarities (traced)."""
   partner_sim = jnp.take_along_axis(sims, partner[:, None], axis=1)
-  not_partner = jnp.arange(c.shape[0])[None, :] != partner[:, None]
+  not_partner = jnp.arange(sims.shape[1])[None, :] != partner[:, None]
   ahead = (sims >= partner_sim) & not_partner
   return jnp.sum(ahead, axis=1, dtype=jnp.int32)
 
@@ -130,10 +135,7 @@ def _count_ahead_views(q: jax.Array, c: jax.Array,
   """
   sims = jnp.max(jnp.einsum('kbd,lcd->klbc', q, c, precision=_HIGHEST),
                  axis=(0, 1))                                    # (B, C)
-  partner_sim = jnp.take_along_axis(sims, partner[:, None], axis=1)
-  not_partner = jnp.arange(c.shape[1])[None, :] != partner[:, None]
-  ahead = (sims >= partner_sim) & not_partner
-  return jnp.sum(ahead, axis=1, dtype=jnp.int32)
+  return _ahead_of_partner(sims, partner)
 
 
 def partner_ranks_views(query_views, candidate_views, chunk_size: int = 512
