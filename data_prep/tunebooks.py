@@ -109,12 +109,11 @@ class Tune:
   seconds: float = 0.0
   midi: bytes = dataclasses.field(default=b'', repr=False)
   pitches: tuple[int, ...] = dataclasses.field(default=(), repr=False)
-  onsets: tuple[int, ...] = dataclasses.field(default=(), repr=False)
 
   def row(self) -> dict:
     """The report row (no MIDI bytes, no notes)."""
     return {k: v for k, v in dataclasses.asdict(self).items()
-            if k not in ('midi', 'pitches', 'onsets')}
+            if k not in ('midi', 'pitches')}
 
 
 def corpus_root() -> str:
@@ -300,8 +299,7 @@ def play_order(starts: Sequence[bool], ends: Sequence[bool],
       if i != loop_end and ending is None:
         raise ConversionError(f'ambiguous repeat: :| in bar {i + 1} on the '
                               'second time through another repeat')
-      if ending is not None or i == loop_end:
-        second, start = False, i + 1
+      second, start = False, i + 1
     i += 1
   if open_start is not None:
     raise ConversionError(f'ambiguous repeat: |: in bar {open_start + 1} is '
@@ -512,7 +510,6 @@ def convert_tune(collection: Collection, file: str, number: str,
   tune.n_chords, tune.n_grace = n_chords, n_grace
   tune.seconds = notes[-1][1] / TICKS_PER_BEAT * 60.0 / TEMPO_QPM
   tune.pitches = tuple(n.pitch for n in back.notes)
-  tune.onsets = tuple(n.start for n in back.notes)
   return tune
 
 

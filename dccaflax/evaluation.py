@@ -269,13 +269,15 @@ def px_per_frame(piece: np.ndarray, notehead_x: np.ndarray,
     (n_pieces,) float64, pieces in order of first appearance; a piece with
     one onset frame only is left out.
   """
+  _, first, which = np.unique(np.asarray(piece, object),
+                              return_index=True, return_inverse=True)
+  x, f = np.asarray(notehead_x), np.asarray(onset_frame)
   out = []
-  names, first = np.unique(np.asarray(piece, object), return_index=True)
-  for name in names[np.argsort(first)]:
-    sel = np.asarray(piece, object) == name
-    x, f = np.asarray(notehead_x)[sel], np.asarray(onset_frame)[sel]
-    if f.max() > f.min():
-      out.append((x.max() - x.min()) / float(f.max() - f.min()))
+  for k in np.argsort(first):        # pieces in order of first appearance
+    sel = which == k
+    if f[sel].max() > f[sel].min():
+      out.append((x[sel].max() - x[sel].min())
+                 / float(f[sel].max() - f[sel].min()))
   return np.array(out, np.float64)
 
 
