@@ -1,7 +1,7 @@
 r"""Data preparation speed, pieces/s per stage (no cache).
 
   python -m data_prep.benchmark [--midi_dir DIR] [--split test --n 16] \
-      [--renderings]
+      [--renderings] [--verovio]
 
 Times each stage on ``--n`` pieces in one process, cold (nothing cached), and
 estimates a full run (1,037 pieces) on all cores.  The real full-run time is
@@ -11,6 +11,11 @@ what ``python -m data_prep.prepare`` prints at the end.
 spectrogram and onset frames, as the pipeline makes them): the five fixed
 ones of ``--soundfonts fluidr3,timgm6mb --tempos 0.9,1.0,1.1`` against five
 drawn performances (``--drawn 5``).
+
+--verovio also times the Verovio engraving (``data_prep.engrave_verovio``:
+MEI, engraving, SVG reading, rasterising, unrolling) of the same pieces in
+each font, in core-seconds (this process's CPU time) and wall seconds per
+piece.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from absl import flags
 
 from data_prep import align
 from data_prep import engrave
+from data_prep import engrave_verovio
 from data_prep import melody
 from data_prep import performance
 from data_prep import pipeline
@@ -39,6 +45,8 @@ _N = flags.DEFINE_integer('n', 16, 'Pieces to time.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
 _RENDERINGS = flags.DEFINE_bool('renderings', False, 'Also time fixed '
                                 'against drawn extra renderings.')
+_VEROVIO = flags.DEFINE_bool('verovio', False, 'Also time the Verovio '
+                             'engraving in each font.')
 N_FULL = 1037
 
 
@@ -103,6 +111,23 @@ def renderings_run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
           'seconds_per_rendering': out}
 
 
+def verovio_run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
+  """Core-seconds and wall seconds per piece of the Verovio engraving, per
+  font, the same pieces, nothing cached."""
+  files = pipeline.list_midi(midi_dir, (split,), n)[split]
+  mels = [melody.read_melody(f) for f in files]
+  engrave_verovio.engrave(mels[0], engrave_verovio.FONTS[0])   # warm up
+  out = {}
+  for font in engrave_verovio.FONTS:
+    cpu, wall = time.process_time(), time.perf_counter()
+    for mel in mels:
+      engrave_verovio.engrave(mel, font)
+    out[font] = {'core_s_per_piece': (time.process_time() - cpu) / len(mels),
+                 'wall_s_per_piece': (time.perf_counter() - wall) / len(mels)}
+  return {'pieces': len(mels), 'verovio': engrave_verovio.version(),
+          'fonts': out}
+
+
 def main(argv):
   del argv
   midi_dir = source.resolve(_MIDI_DIR.value, '/tmp/dccaflax_bench')
@@ -121,6 +146,14 @@ def main(argv):
     print(f'extra renderings, {rr["renderings"]} per piece, s per rendering '
           'per piece: ' + ', '.join(
               f'{k} {v:.3f}' for k, v in rr['seconds_per_rendering'].items()))
+  if _VEROVIO.value:
+    vr = verovio_run(midi_dir, _SPLIT.value, _N.value)
+    r['verovio'] = vr
+    print(f'Verovio {vr["verovio"]} engraving, {vr["pieces"]} pieces, per '
+          'piece: ' + ', '.join(
+              f'{k} {v["core_s_per_piece"]:.3f} core-s '
+              f'({v["wall_s_per_piece"]:.3f} s)' for k, v in
+              vr['fonts'].items()))
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       json.dump(r, f, indent=1)

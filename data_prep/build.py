@@ -21,7 +21,8 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
             progress: bool = True,
             renderings: Sequence[synth.SynthParams | performance.Draw] = (),
             extra_splits: Sequence[str] | None = None,
-            collection: str = source.NOTTINGHAM) -> dict:
+            collection: str = source.NOTTINGHAM,
+            engraving: str = pipeline.LILYPOND) -> dict:
   """Builds a collection's TFDS configs; returns the report
   (``prep_report.json``, ``prep_report_<collection>.json``).
 
@@ -45,12 +46,15 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
       ``SynthParams`` or drawn slots (``performance.Draw``).
     extra_splits: the splits that get them (default: all of ``splits``).
     collection: which of ``source.COLLECTIONS``.
+    engraving: which of ``pipeline.ENGRAVINGS``; a held-out one only for
+      the test split.
 
   Raises:
     pipeline.PrepareError: no data, an unknown collection, a missing folder, bundled files that do
       not match their manifest, no usable piece, a rendering repeating
       another's tag, a held-out instrument or soundfont for the train or
-      valid split, or LilyPond unable to run.
+      valid split, an unknown engraving or a held-out one for those splits,
+      or LilyPond unable to run.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import nottingham_audio_sheet  # pylint: disable=g-import-not-at-top
@@ -63,6 +67,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
   if unknown:
     raise pipeline.PrepareError(f'extra renderings for {unknown}, which are '
                                 f'not among the prepared splits {splits}')
+  pipeline.check_engraving(engraving, splits)
   pipeline.check_renderings(params, (), splits)
   renderings = pipeline.check_renderings(params, renderings, extra_splits)
   midi_dir = source.resolve(midi_dir, os.path.join(data_dir, 'downloads'),
@@ -70,7 +75,9 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
   builder = None
   for kind in configs:
     builder = nottingham_audio_sheet.NottinghamAudioSheet(
-        config=input_pipeline.config_name(kind, collection), data_dir=data_dir, file_format='array_record',
+        config=input_pipeline.config_name(
+            kind, input_pipeline.source_name(collection, engraving)),
+        data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
         renderings=renderings, extra_splits=extra_splits, progress=progress)
     # A prepare run always rebuilds from the (cached) pieces, so --limit or

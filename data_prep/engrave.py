@@ -20,7 +20,7 @@ Pipeline per piece:
    system is cut out around its middle staff line, the systems are joined
    left to right (``SYSTEM_GAP_PX`` of paper between them; the clef and key
    at each system start are kept) and the strip is box-filtered by
-   ``SUPERSAMPLE`` = 5 to ``frontends.STAFF_SPACE`` = 4 px between staff
+   5 (``unroll``) to ``frontends.STAFF_SPACE`` = 4 px between staff
    lines, the middle line centred on row ``STRIP_HEIGHT // 2``.
 """
 
@@ -337,58 +337,67 @@ def _signature_at(items, t):
   return cur
 
 
-def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
-  """LilyPond source of a melody.
+@dataclasses.dataclass(frozen=True)
+class Bar:
+  """One bar of the notation, engraver-neutral (see :func:`layout`).
 
-  Args:
-    melody: a :class:`~data_prep.melody.Melody`.
+  Attributes:
+    time: ``(numerator, denominator)`` in force.
+    key: pretty_midi key number in force.
+    new_time, new_key: whether the bar changes them (the first bar does
+      not: its signatures open the score).
+    length: the bar's length in ticks (a pickup or a short section end is
+      shorter than the metre's ``bar_ticks``, a long bar longer).
+    offset: virtual position of its first tick (a pickup is the tail of a
+      full bar: ``offset = bar_ticks - length``), else 0.
+    pieces: its tokens, notes and rests, in order (``_Piece``; ticks are
+      virtual bar positions).
+    last: the final bar.
+  """
+  time: tuple[int, int]
+  key: int
+  new_time: bool
+  new_key: bool
+  length: int
+  offset: int
+  pieces: tuple[_Piece, ...]
+  last: bool
 
-  Returns:
-    ``(source, positions)``: ``positions[i]`` is the ``(line, column)`` of
-    the onset token of ``melody.notes[i]`` (line 1-based, column 0-based,
-    as in LilyPond's textedit links).
+
+def clef(melody: Melody) -> str:
+  """'bass' if most notes lie below middle C, else 'treble'."""
+  below = sum(n.pitch < 60 for n in melody.notes)
+  return 'bass' if below * 2 > len(melody.notes) else 'treble'
+
+
+def layout(melody: Melody) -> list[Bar]:
+  """The melody as bars of notatable tokens: one layout for every engraver.
+
+  Notes are clipped to their bars (tied on), gaps become rests, each piece
+  is split at metrical boundaries (:func:`split_segment`) and triplets get
+  tuplet spans, so every token is a plain or dotted note value.
+
+  Raises:
+    ValueError: the melody has no notes, or a note got no onset token.
   """
   tpb = melody.ticks_per_beat
   notes = melody.notes
   if not notes:
     raise ValueError(f'{melody.name}: no notes')
-  below = sum(n.pitch < 60 for n in notes)
-  clef = 'bass' if below * 2 > len(notes) else 'treble'
-  header = [
-      f'\\version "{LILYPOND_VERSION}"',
-      '\\header { tagline = ##f }',
-      '\\paper { page-breaking = #ly:one-page-breaking indent = 0 '
-      'print-page-number = ##f }',
-      '\\layout { \\context { \\Score \\remove "Bar_number_engraver" } }',
-      '{',
-  ]
-  lines = list(header)
-  positions: list[tuple[int, int] | None] = [None] * len(notes)
-  ts0, ks0 = melody.time_signatures[0], melody.key_signatures[0]
-  lines.append(f'  \\clef {clef} {key_command(ks0[1])} \\time {ts0[1]}/{ts0[2]}')
-  cur_ts, cur_key = ts0[1:], ks0[1]
-  bars = _bars(melody)
-  ni = 0
-  for bi, (a, b) in enumerate(bars):
+  cur_ts = melody.time_signatures[0][1:]
+  cur_key = melody.key_signatures[0][1]
+  spans = _bars(melody)
+  out, ni = [], 0
+  seen = set()
+  for bi, (a, b) in enumerate(spans):
     ts = _signature_at(melody.time_signatures, a)[1:]
     key = _signature_at(melody.key_signatures, a)[1]
-    cmds = []
-    if ts != cur_ts:
-      cmds.append(f'\\time {ts[0]}/{ts[1]}')
-      cur_ts = ts
-    if key != cur_key:
-      cmds.append(key_command(key))
-      cur_key = key
-    fifths = key_fifths(key)
+    new_ts, new_key = ts != cur_ts, key != cur_key
+    cur_ts, cur_key = ts, key
     L = bar_ticks(ts[0], ts[1], tpb)
     d = b - a
-    is_last = bi + 1 == len(bars)
-    offset = 0
-    if d < L and not (is_last and bi > 0):
-      cmds.append(f'\\partial {duration_token(d, tpb)}')
-      offset = L - d
-    elif d > L:
-      cmds.append(f'\\set Timing.measureLength = #(ly:make-moment {d}/{4 * tpb})')
+    is_last = bi + 1 == len(spans)
+    offset = L - d if d < L and not (is_last and bi > 0) else 0
     # events of this bar: notes clipped to [a, b), rests in the gaps
     events, t = [], a
     while ni < len(notes) and notes[ni].end <= a:
@@ -405,9 +414,58 @@ def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
     if t < b and not (is_last and t > a):
       events.append((t - a, b - a, -1, False, False))
     pieces = _bar_pieces(events, offset, L, metre_levels(*ts, tpb), tpb)
+    seen.update(pc.note for pc in pieces if pc.note >= 0 and pc.onset)
+    out.append(Bar(time=ts, key=key, new_time=new_ts, new_key=new_key,
+                   length=d, offset=offset, pieces=tuple(pieces),
+                   last=is_last))
+  missing = [i for i in range(len(notes)) if i not in seen]
+  if missing:
+    raise ValueError(f'{melody.name}: notes without onset token: {missing[:5]}')
+  return out
+
+
+def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
+  """LilyPond source of a melody (its :func:`layout`, one bar per line).
+
+  Args:
+    melody: a :class:`~data_prep.melody.Melody`.
+
+  Returns:
+    ``(source, positions)``: ``positions[i]`` is the ``(line, column)`` of
+    the onset token of ``melody.notes[i]`` (line 1-based, column 0-based,
+    as in LilyPond's textedit links).
+  """
+  tpb = melody.ticks_per_beat
+  notes = melody.notes
+  bars = layout(melody)
+  lines = [
+      f'\\version "{LILYPOND_VERSION}"',
+      '\\header { tagline = ##f }',
+      '\\paper { page-breaking = #ly:one-page-breaking indent = 0 '
+      'print-page-number = ##f }',
+      '\\layout { \\context { \\Score \\remove "Bar_number_engraver" } }',
+      '{',
+  ]
+  positions: list[tuple[int, int] | None] = [None] * len(notes)
+  first = bars[0]
+  lines.append(f'  \\clef {clef(melody)} {key_command(first.key)} '
+               f'\\time {first.time[0]}/{first.time[1]}')
+  for bar in bars:
+    cmds = []
+    if bar.new_time:
+      cmds.append(f'\\time {bar.time[0]}/{bar.time[1]}')
+    if bar.new_key:
+      cmds.append(key_command(bar.key))
+    fifths = key_fifths(bar.key)
+    L = bar_ticks(*bar.time, tpb)
+    if bar.offset:
+      cmds.append(f'\\partial {duration_token(bar.length, tpb)}')
+    elif bar.length > L:
+      cmds.append('\\set Timing.measureLength = '
+                  f'#(ly:make-moment {bar.length}/{4 * tpb})')
     text = '  ' + (' '.join(cmds) + ' ' if cmds else '')
     open_tuplet = -1
-    for pc in pieces:
+    for pc in bar.pieces:
       if pc.tuplet != open_tuplet:
         if open_tuplet >= 0:
           text += '} '
@@ -420,14 +478,11 @@ def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
       text += _token(pc, pitch, tpb) + ' '
     if open_tuplet >= 0:
       text += '} '
-    if d > L:
+    if bar.length > L:
       text += f'\\set Timing.measureLength = #(ly:make-moment {L}/{4 * tpb}) '
-    text += '|' if not is_last else '\\bar "|."'
+    text += '|' if not bar.last else '\\bar "|."'
     lines.append(text)
   lines.append('}')
-  missing = [i for i, p in enumerate(positions) if p is None]
-  if missing:
-    raise ValueError(f'{melody.name}: notes without onset token: {missing[:5]}')
   return '\n'.join(lines) + '\n', positions  # type: ignore[return-value]
 
 
@@ -436,8 +491,6 @@ def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
 RESOLUTION_DPI = 288      # LilyPond PNG resolution: 20 px per staff space
 STAFF_SPACE_PT = 5.0      # staff size 20 pt = 4 staff spaces
 _HI_PX_PER_SPACE = RESOLUTION_DPI * STAFF_SPACE_PT / 72.0
-# 5: box-filter factor down to the strip's staff spacing
-SUPERSAMPLE = int(round(_HI_PX_PER_SPACE / frontends.STAFF_SPACE))
 _LINK_RE = re.compile(
     rb'/QuadPoints \[ ([-\d. ]+) \].*?/URI \(textedit://[^)]*?:(\d+):(\d+):\d+\)', re.S)
 _MEDIABOX_RE = re.compile(rb'/MediaBox \[ ?([-\d. ]+)\]')
@@ -516,22 +569,34 @@ def find_staves(page: np.ndarray, spacing: float = _HI_PX_PER_SPACE):
   return staves
 
 
-def unroll(page: np.ndarray, links, positions, n_notes: int):
+def unroll(page: np.ndarray, staves, heads, n_notes: int,
+           px_per_space: float = _HI_PX_PER_SPACE):
   """Cut the systems out of a page and join them into one strip.
 
+  Shared by every engraver: LilyPond finds its staves on the PNG
+  (:func:`find_staves`), Verovio reads them from its SVG.
+
   Args:
-    page: ``(H, W)`` uint8 page at ``_HI_PX_PER_SPACE`` px per staff space.
-    links: :func:`pdf_links` output (px on ``page``).
-    positions: ``(line, col)`` of each note's onset token.
+    page: ``(H, W)`` uint8 page, ``px_per_space`` px per staff space.
+    staves: ``(y_middle, x0, x1)`` per system, in reading order (px).
+    heads: ``(note_index, x, y)`` per linked notehead centre (px on
+      ``page``); each goes to the staff nearest its y.
     n_notes: number of melody notes.
+    px_per_space: the page's staff-line distance; it is box-filtered by
+      ``px_per_space / frontends.STAFF_SPACE`` (an integer) to the strip.
 
   Returns:
     ``(strip, noteheads)`` as in :class:`Engraving`.
+
+  Raises:
+    EngraveError: no staff, or a staff spacing the strip cannot take.
   """
-  staves = find_staves(page)
   if not staves:
     raise EngraveError('no staff found on the rendered page')
-  s = SUPERSAMPLE
+  s = int(round(px_per_space / frontends.STAFF_SPACE))
+  if abs(s * frontends.STAFF_SPACE - px_per_space) > 1e-6:
+    raise EngraveError(f'{px_per_space} px per staff space is not a multiple '
+                       f'of the strip\'s {frontends.STAFF_SPACE}')
   gap = SYSTEM_GAP_PX * s
   pieces, offsets, x = [], [], 0
   for mid, x0, x1 in staves:
@@ -549,16 +614,20 @@ def unroll(page: np.ndarray, links, positions, n_notes: int):
   big = np.pad(big, ((0, 0), (0, width * s - big.shape[1])), constant_values=PAPER)
   strip = big.reshape(STRIP_HEIGHT, s, width, s).astype(np.float32).mean(axis=(1, 3))
   strip = np.clip(np.rint(strip), 0, 255).astype(np.uint8)
-  by_pos = {p: i for i, p in enumerate(positions)}
-  heads: list[list[float]] = [[] for _ in range(n_notes)]
+  out: list[list[float]] = [[] for _ in range(n_notes)]
   mids = np.array([m for m, _, _ in staves])
-  for line, col, hx, hy in links:
-    i = by_pos.get((line, col))
-    if i is None:
-      continue
+  for i, hx, hy in heads:
     k = int(np.argmin(np.abs(mids - hy)))
-    heads[i].append((hx + offsets[k]) / s - 0.5)
-  return strip, tuple(tuple(sorted(h)) for h in heads)
+    out[i].append((hx + offsets[k]) / s - 0.5)
+  return strip, tuple(tuple(sorted(h)) for h in out)
+
+
+def link_heads(links, positions):
+  """``(note_index, x, y)`` of the :func:`pdf_links` that point at a note's
+  onset token (``positions``, from :func:`lilypond_source`)."""
+  by_pos = {p: i for i, p in enumerate(positions)}
+  return [(by_pos[(line, col)], hx, hy) for line, col, hx, hy in links
+          if (line, col) in by_pos]
 
 
 def _run_lilypond(paths, outdir, timeout_s) -> tuple[str, str | None]:
@@ -647,7 +716,8 @@ def _collect(melody, source, positions, workdir, stem, log,
   with Image.open(png_path) as im:
     page = np.asarray(im.convert('L'))
   try:
-    strip, heads = unroll(page, links, positions, len(melody.notes))
+    strip, heads = unroll(page, find_staves(page), link_heads(links, positions),
+                          len(melody.notes))
   except EngraveError as e:
     raise EngraveError(f'{melody.name}: {e}') from e
   return Engraving(strip=strip, noteheads=heads, source=source)

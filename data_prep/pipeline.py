@@ -1,8 +1,14 @@
 """MIDI files -> aligned pieces, cached by content hash, in parallel.
 
 Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
-``engrave`` (LilyPond -> strip + noteheads), ``synth`` (FluidSynth -> audio),
-``dccaflax.audio`` (-> log spectrogram), ``align`` (onsets <-> noteheads).
+``engrave`` (LilyPond -> strip + noteheads; or ``engrave_verovio``, Verovio
+in one of its fonts), ``synth`` (FluidSynth -> audio), ``dccaflax.audio``
+(-> log spectrogram), ``align`` (onsets <-> noteheads).
+
+Engravings: a run engraves with one engraving of ``ENGRAVINGS`` ('lilypond',
+the paper's, or 'verovio_<font>').  Held-out ones
+(``engrave_verovio.HELDOUT_ENGRAVINGS``) never reach the train and valid
+splits (``check_engraving``).
 
 Renderings: the audio is rendered once with the primary ``SynthParams`` (the
 one aligned to the noteheads) and, optionally, with extra ones for
@@ -48,12 +54,15 @@ import numpy as np
 
 from data_prep import align as align_lib
 from data_prep import engrave as engrave_lib
+from data_prep import engrave_verovio
 from data_prep import melody as melody_lib
 from data_prep import performance
 from data_prep import synth as synth_lib
 from dccaflax import audio
 
 SPLITS = ('train', 'valid', 'test')
+LILYPOND = 'lilypond'
+ENGRAVINGS = (LILYPOND,) + engrave_verovio.ENGRAVINGS
 CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
 
 
@@ -73,6 +82,7 @@ class Item:
   n_onsets: int = 0
   n_overlaps: int = 0
   piece_path: str = ''        # cached aligned piece (.npz), when ok
+  font: str = ''              # Verovio font of its engraving ('' LilyPond)
 
   @property
   def name(self) -> str:
@@ -193,6 +203,24 @@ def check_renderings(params: synth_lib.SynthParams,
   return renderings
 
 
+def check_engraving(engraving: str, splits: Sequence[str] = ()) -> str:
+  """``engraving`` after checking it is known, and not held out if
+  ``splits`` include 'train' or 'valid'.
+
+  Raises:
+    PrepareError: an unknown engraving, or a held-out one for training data.
+  """
+  if engraving not in ENGRAVINGS:
+    raise PrepareError(f'unknown engraving {engraving!r}; have '
+                       f'{list(ENGRAVINGS)}')
+  if (engraving in engrave_verovio.HELDOUT_ENGRAVINGS
+      and {'train', 'valid'} & set(splits)):
+    raise PrepareError(f'engraving {engraving} is held out for evaluation: '
+                       'it never reaches the train and valid splits (prepare '
+                       'it with --splits test)')
+  return engraving
+
+
 def list_midi(midi_dir: str, splits: Sequence[str] = SPLITS,
               limit: int | None = None) -> dict[str, list[str]]:
   """Sorted ``*.mid`` files of each split folder, at most ``limit`` each.
@@ -227,13 +255,15 @@ def _code_hash(*modules) -> str:
 
 _ENGRAVE_CODE = None
 _AUDIO_CODE = None
+_VEROVIO_CODE = None
 
 
 def _codes():
-  global _ENGRAVE_CODE, _AUDIO_CODE
+  global _ENGRAVE_CODE, _AUDIO_CODE, _VEROVIO_CODE
   if _ENGRAVE_CODE is None:
     _ENGRAVE_CODE = _code_hash(engrave_lib)
     _AUDIO_CODE = _code_hash(synth_lib, audio)
+    _VEROVIO_CODE = _code_hash(engrave_lib, engrave_verovio)
   return _ENGRAVE_CODE, _AUDIO_CODE
 
 
@@ -264,8 +294,45 @@ def _soundfont_id(name: str) -> tuple[str, int]:
 
 # ------------------------------------------------------------------ stages ---
 
-def _engrave_cached(melodies, cache_dir, timeout_s):
-  """Engravings (or exceptions) of melodies, from cache or one LilyPond run."""
+def _verovio_cached(melodies, cache_dir, engraving):
+  """Engravings (or exceptions) of melodies by Verovio, from cache or made.
+
+  Every outcome is a fact about the piece and is cached: Verovio runs in
+  this process, so a crash of the machine never returns here.
+  """
+  _codes()
+  out = []
+  for mel in melodies:
+    font = engrave_verovio.engraving_font(engraving, mel.name)
+    try:
+      mei = engrave_verovio.mei_source(mel)
+    except (ValueError, engrave_lib.EngraveError) as e:
+      out.append(engrave_lib.EngraveError(f'{mel.name}: {e}'))
+      continue
+    key = _key('engrave-verovio', _VEROVIO_CODE, font,
+               engrave_verovio.version(), mei)
+    path = _cache_path(cache_dir, 'engrave', key)
+    if not os.path.exists(path):
+      try:
+        res = engrave_verovio.engrave(mel, font)
+      except engrave_lib.EngraveError as e:
+        _save(path, error=np.array(str(e)))
+      else:
+        heads, counts = _flatten(res.noteheads)
+        _save(path, strip=res.strip, heads=heads, counts=counts)
+    with np.load(path, allow_pickle=False) as z:
+      if 'error' in z:
+        out.append(engrave_lib.EngraveError(str(z['error'])))
+      else:
+        out.append((key, z['strip'], _unflatten(z['heads'], z['counts'])))
+  return out
+
+
+def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
+  """Engravings (or exceptions) of melodies, from cache or one LilyPond run
+  (or Verovio's, for a 'verovio_<font>' engraving)."""
+  if engraving != LILYPOND:
+    return _verovio_cached(melodies, cache_dir, engraving)
   code, _ = _codes()
   keys, out, todo = [], [None] * len(melodies), []
   for i, mel in enumerate(melodies):
@@ -379,9 +446,10 @@ def _extra_renderings(mel, al, renderings, cache_dir):
 
 
 def _process_chunk(task):
-  """Worker: (items, cache_dir, params, renderings, extra_splits, timeout)
-  -> items."""
-  items, cache_dir, params, all_renderings, extra_splits, timeout_s = task
+  """Worker: (items, cache_dir, params, renderings, extra_splits, timeout,
+  engraving) -> items."""
+  (items, cache_dir, params, all_renderings, extra_splits, timeout_s,
+   engraving) = task
   mels = {}
   for it in items:
     try:
@@ -394,7 +462,7 @@ def _process_chunk(task):
   live = [it for it in items if it.file in mels]
   try:
     engraved = _engrave_cached([mels[it.file] for it in live], cache_dir,
-                               timeout_s)
+                               timeout_s, engraving)
   except Exception as e:  # pylint: disable=broad-except
     engraved = [e] * len(live)
   for it, eng in zip(live, engraved):
@@ -403,6 +471,8 @@ def _process_chunk(task):
       it.status, it.stage, it.reason = 'skipped', 'engrave', str(eng)
       continue
     ekey, strip, noteheads = eng
+    if engraving != LILYPOND:
+      it.font = engrave_verovio.engraving_font(engraving, mel.name)
     try:
       akey, spec = _spectrogram_cached(mel, params, cache_dir)
     except Exception as e:  # pylint: disable=broad-except
@@ -440,7 +510,8 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
              progress: bool = True,
              renderings: Sequence[synth_lib.SynthParams |
                                   performance.Draw] = (),
-             extra_splits: Sequence[str] | None = None) -> Iterator[Item]:
+             extra_splits: Sequence[str] | None = None,
+             engraving: str = LILYPOND) -> Iterator[Item]:
   """Prepares every file, yielding one Item per input in input order.
 
   Items come as soon as their chunk is done, so a consumer (the TFDS writer)
@@ -460,25 +531,29 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
       (``performance.Draw``) with its own tag; a piece one of them fails for
       is skipped (stage 'synth', the reason naming its tag).
     extra_splits: the splits that get the extra renderings (default: all).
+    engraving: one of ``ENGRAVINGS``.
 
   Raises:
     PrepareError: a rendering repeating another's tag, or a held-out
       instrument or soundfont for the train or valid split
-      (``check_renderings``), or LilyPond cannot engrave one note on this
-      machine (nothing is tried then, and nothing cached).
+      (``check_renderings``), an unknown engraving or a held-out one for
+      those splits (``check_engraving``), or LilyPond cannot engrave one
+      note on this machine (nothing is tried then, and nothing cached).
   """
   extra_splits = tuple(files) if extra_splits is None else tuple(extra_splits)
   check_renderings(params, (), tuple(files))
   renderings = check_renderings(params, renderings,
                                 [s for s in files if s in extra_splits])
+  check_engraving(engraving, tuple(files))
   try:
-    engrave_lib.warm_up()
+    if engraving == LILYPOND:
+      engrave_lib.warm_up()
   except engrave_lib.LilyPondRunError as e:
     raise PrepareError(str(e)) from e
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-  tasks = [(c, cache_dir, params, renderings, extra_splits, timeout_s)
-           for c in chunks]
+  tasks = [(c, cache_dir, params, renderings, extra_splits, timeout_s,
+            engraving) for c in chunks]
   workers = workers or os.cpu_count() or 1
   with contextlib.ExitStack() as stack:
     bar = stack.enter_context(_progress(len(items), progress))
@@ -505,10 +580,11 @@ def run(files: dict[str, list[str]], cache_dir: str,
         workers: int | None = None, timeout_s: float = 120.0,
         progress: bool = True,
         renderings: Sequence[synth_lib.SynthParams | performance.Draw] = (),
-        extra_splits: Sequence[str] | None = None) -> list[Item]:
+        extra_splits: Sequence[str] | None = None,
+        engraving: str = LILYPOND) -> list[Item]:
   """``run_iter`` as a list: one Item per input, in input order."""
   return list(run_iter(files, cache_dir, params, workers, timeout_s,
-                       progress, renderings, extra_splits))
+                       progress, renderings, extra_splits, engraving))
 
 
 def _progress(total: int, enabled: bool):

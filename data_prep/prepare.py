@@ -2,6 +2,7 @@ r"""Prepares the audio/sheet data set (both TFDS configs of a collection).
 
   python -m data_prep.prepare --midi_dir DIR --data_dir OUT \
       [--collections nottingham,oneills,airds] \
+      [--engravings lilypond,verovio_leipzig,...] \
       [--config pairs|pieces|both] [--splits test] [--limit N] \
       [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z] \
       [--drawn N --draw_seed S --draw_soundfonts A,B,C --draw_tempos LO,HI] \
@@ -17,6 +18,14 @@ Per-piece work is cached in OUT/cache, so a re-run redoes only what changed.
 files in datasets/<name>, written by data_prep.convert_tunebooks) into
 their own configs, <name>_pairs and <name>_pieces, and their reports into
 OUT/prep_report_<name>.json; each collection has its own splits.
+
+--engravings engraves each collection by other engravers too, each into its
+own configs: verovio_<font> is Verovio in one of its fonts (Leipzig,
+Bravura, Gootville, Petaluma; Leland is held out for evaluation and only
+prepared with --splits test), e.g. verovio_leland_pairs or
+oneills_verovio_bravura_pieces, with the report
+prep_report[_<collection>]_<engraving>.json.  Training pools them as
+data sources: --collections nottingham,nottingham:verovio_bravura.
 
 Renderings: --soundfont/--tempo give the primary rendering (the audio of the
 ``pairs`` config and of ``pieces``' ``spec_codes``).  --soundfonts and
@@ -69,6 +78,10 @@ _COLLECTIONS = flags.DEFINE_list(
     f'Collections to prepare, of {list(source.COLLECTIONS)}, each into its '
     "own configs (Nottingham's: pairs, pieces; another's: <name>_pairs, "
     '<name>_pieces) with the same renderings; --midi_dir only with one.')
+_ENGRAVINGS = flags.DEFINE_list(
+    'engravings', [pipeline.LILYPOND],
+    f'Engravings of each collection, of {list(pipeline.ENGRAVINGS)}, each '
+    'into its own configs (see the module doc).')
 _LIMIT = flags.DEFINE_integer('limit', None,
                               'At most this many pieces per split.')
 _WORKERS = flags.DEFINE_integer('workers', None,
@@ -177,26 +190,38 @@ def main(argv):
   if _MIDI_DIR.value and len(_COLLECTIONS.value) > 1:
     sys.exit('error: --midi_dir names the MIDI folder of one collection, '
              f'not of {_COLLECTIONS.value}')
-  for collection in _COLLECTIONS.value:
-    t0 = time.time()
+  for engraving in _ENGRAVINGS.value:
     try:
-      report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
-                             tuple(_SPLITS.value), _LIMIT.value,
-                             _WORKERS.value, _DOWNLOAD.value, primary,
-                             renderings=extras,
-                             extra_splits=_EXTRA_SPLITS.value,
-                             collection=collection)
-    except (pipeline.PrepareError, synth.SynthError) as e:
-      sys.exit(f'error: {e}')
-    minutes = (time.time() - t0) / 60
-    logging.info('report: %s', source.report_path(
-        _DATA_DIR.value, collection))
-    print(f'{collection}: {report["inputs"]} inputs: {report["ok"]} ok, '
-          f'{report["skipped"]} skipped {report["skipped_by_stage"] or ""}; '
-          'pieces with overlapping melody notes: '
-          f'{report["pieces_with_overlaps"]}; onsets per split: '
-          f'{report["onsets"]}; renderings {report["renderings"]}; '
-          f'{minutes:.1f} min; configs {list(configs)} in {_DATA_DIR.value}')
+      pipeline.check_engraving(engraving, _SPLITS.value)
+    except pipeline.PrepareError as e:
+      sys.exit(f'error: --engravings: {e}')
+  for collection in _COLLECTIONS.value:
+    for engraving in _ENGRAVINGS.value:
+      _prepare(collection, engraving, configs, primary, extras)
+
+
+def _prepare(collection, engraving, configs, primary, extras):
+  """One collection in one engraving; prints its summary line."""
+  t0 = time.time()
+  try:
+    report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
+                           tuple(_SPLITS.value), _LIMIT.value,
+                           _WORKERS.value, _DOWNLOAD.value, primary,
+                           renderings=extras,
+                           extra_splits=_EXTRA_SPLITS.value,
+                           collection=collection, engraving=engraving)
+  except (pipeline.PrepareError, synth.SynthError) as e:
+    sys.exit(f'error: {e}')
+  minutes = (time.time() - t0) / 60
+  logging.info('report: %s', source.report_path(
+      _DATA_DIR.value, collection, engraving))
+  print(f'{collection} ({engraving}): {report["inputs"]} inputs: '
+        f'{report["ok"]} ok, '
+        f'{report["skipped"]} skipped {report["skipped_by_stage"] or ""}; '
+        'pieces with overlapping melody notes: '
+        f'{report["pieces_with_overlaps"]}; onsets per split: '
+        f'{report["onsets"]}; renderings {report["renderings"]}; '
+        f'{minutes:.1f} min; configs {list(configs)} in {_DATA_DIR.value}')
 
 
 if __name__ == '__main__':

@@ -146,11 +146,14 @@ def bundled(collection: str) -> str:
   return os.path.join(DATASETS, collection)
 
 
-def report_path(data_dir: str, collection: str = NOTTINGHAM) -> str:
+def report_path(data_dir: str, collection: str = NOTTINGHAM,
+                engraving: str = pipeline.LILYPOND) -> str:
   """Where a collection's preparation report goes in ``data_dir``:
-  ``prep_report.json`` (Nottingham), ``prep_report_<collection>.json``."""
-  name = ('prep_report.json' if collection == NOTTINGHAM else
-          f'prep_report_{collection}.json')
+  ``prep_report.json`` (Nottingham by LilyPond), else
+  ``prep_report_<collection>[_<engraving>].json`` (LilyPond's unnamed)."""
+  parts = ([] if collection == NOTTINGHAM else [collection]) + (
+      [] if engraving == pipeline.LILYPOND else [engraving])
+  name = 'prep_report' + ''.join('_' + p for p in parts) + '.json'
   return os.path.join(os.fspath(data_dir), name)
 
 

@@ -45,23 +45,58 @@ DATASET = 'nottingham_audio_sheet'
 NOTTINGHAM = 'nottingham'  # the paper's collection: configs 'pairs', 'pieces'
 
 
+LILYPOND = 'lilypond'      # the paper's engraving, every collection's default
+
+
+def split_source(name: str) -> tuple[str, str]:
+  """A data source, ``'<collection>'`` or ``'<collection>:<engraving>'``, as
+  ``(collection, engraving)``: ``'nottingham:verovio_leland'`` is the
+  Nottingham pieces engraved by Verovio in Leland, ``'oneills'`` O'Neill's
+  engraved by LilyPond (``data_prep.prepare --engravings``).
+
+  Raises:
+    ValueError: an empty part, or more than one ':'.
+  """
+  parts = name.strip().split(':')
+  if len(parts) > 2 or not all(p.strip() for p in parts):
+    raise ValueError(f"bad data source {name!r}: expected '<collection>' or "
+                     "'<collection>:<engraving>'")
+  return parts[0].strip(), (parts[1].strip() if len(parts) == 2 else LILYPOND)
+
+
+def source_name(collection: str, engraving: str = LILYPOND) -> str:
+  """The inverse of ``split_source``: the engraving named unless LilyPond."""
+  return collection if engraving == LILYPOND else f'{collection}:{engraving}'
+
+
 def config_name(kind: str, collection: str = NOTTINGHAM) -> str:
-  """The TFDS config of a collection's ``kind`` ('pairs' or 'pieces'):
-  Nottingham's are 'pairs' and 'pieces', another's '<collection>_<kind>'."""
+  """The TFDS config of a data source's ``kind`` ('pairs' or 'pieces').
+
+  ``collection`` is a collection, optionally with an engraving
+  (``split_source``).  Nottingham's LilyPond configs are 'pairs' and
+  'pieces', another collection's '<collection>_<kind>', another engraving's
+  '[<collection>_]<engraving>_<kind>' (e.g. 'verovio_leland_pairs',
+  'oneills_verovio_leland_pieces').
+  """
   if kind not in ('pairs', 'pieces'):
     raise ValueError(f"kind must be 'pairs' or 'pieces', got {kind!r}")
-  return kind if collection == NOTTINGHAM else f'{collection}_{kind}'
+  coll, engraving = split_source(collection)
+  parts = ([] if coll == NOTTINGHAM else [coll]) + (
+      [] if engraving == LILYPOND else [engraving])
+  return '_'.join(parts + [kind])
 
 
 def parse_collections(collections: str | Sequence[str]) -> tuple[str, ...]:
-  """'nottingham,oneills' (or a sequence) -> a tuple of distinct names.
+  """'nottingham,oneills:verovio_leipzig' (or a sequence) -> a tuple of
+  distinct data sources (``split_source``), LilyPond's unnamed.
 
   Raises:
-    ValueError: none, or one named twice.
+    ValueError: none, a malformed one, or one named twice.
   """
   if isinstance(collections, str):
     collections = collections.split(',')
-  names = tuple(c.strip() for c in collections if c.strip())
+  names = tuple(source_name(*split_source(c)) for c in collections
+                if c.strip())
   if not names:
     raise ValueError('no collection named')
   twice = sorted({c for c in names if names.count(c) > 1})
@@ -143,7 +178,8 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
     data_dir: the ``--data_dir`` of ``data_prep.prepare``.
     split: 'train', 'valid' or 'test'.
     limit: at most this many pairs (the first ones); None for all.
-    collection: whose pairs (``config_name``); packs hold Nottingham's.
+    collection: whose pairs, a collection or '<collection>:<engraving>'
+      (``config_name``); packs hold Nottingham's LilyPond pairs.
 
   Returns:
     dict of numpy arrays, N pairs:
@@ -154,6 +190,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
       'notehead_x': (N,) float32, px in the piece's strip;
       'bar': (N,) int32, 1-based bar number (pickup bar 0).
   """
+  collection = source_name(*split_source(collection))
   if (collection == NOTTINGHAM
       and os.path.isfile(pieceset.pack_path(data_dir, split))):
     return _packed_pairs(data_dir, split, limit)

@@ -2,6 +2,7 @@ r"""Retrieval across collections: the paper's protocol on each one's test split.
 
   python -m experiments.collections_eval --workdir DIR[,DIR2,...] \
       [--data_dir DATA] [--collections nottingham,oneills,airds] \
+      [--engravings lilypond,verovio_leland,...] \
       [--split test] [--limit 16000] [--which best|last]
 
 For each collection prepared in the data dir (``data_prep.prepare
@@ -13,6 +14,13 @@ each row: the collection's engraving speed against its audio, px of strip
 per audio frame (median and 10th-90th percentile over the evaluated pieces,
 ``evaluation.px_per_frame``): a 100-px sheet window holds less music where
 it is larger.
+
+--engravings evaluates each collection in each of these engravings
+(``data_prep.prepare --engravings``; the sheet side of the test): S->A with
+that engraving's snippets as queries, A->S with them as candidates, the
+audio the same in every row.  Its table goes to ``engravings_eval.md/json``
+(for the held-out font: ``--engravings lilypond,verovio_leland``, the
+in-distribution LilyPond row beside it).
 
 --sheet_scales searches over horizontal scales of the sheet snippets at query
 time (each snippet embedded at every scale, a pair scoring its best one): an
@@ -44,6 +52,10 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
 _COLLECTIONS = flags.DEFINE_list(
     'collections', None, 'Collections, in table order (default: every one '
     f'of {list(source.COLLECTIONS)} prepared in the data dir).')
+_ENGRAVINGS = flags.DEFINE_list(
+    'engravings', [input_pipeline.LILYPOND], 'Engravings of each collection, '
+    'in table order (prepared with data_prep.prepare --engravings); other '
+    'than LilyPond alone, the table goes to engravings_eval.md/json.')
 _SPLIT = flags.DEFINE_enum('split', 'test', ['train', 'valid', 'test'],
                            'Which split of each collection.')
 _LIMIT = flags.DEFINE_integer('limit', evaluation.PAPER_LIMIT, 'The first N '
@@ -58,13 +70,15 @@ _SHEET_SCALES = flags.DEFINE_list(
     'collections_eval_scales.md/json.')
 
 
-def prepared(data_dir: str) -> list[str]:
-  """The collections whose ``pairs`` config is prepared in ``data_dir``."""
+def prepared(data_dir: str, engraving: str = input_pipeline.LILYPOND
+             ) -> list[str]:
+  """The collections whose ``pairs`` config in ``engraving`` is prepared in
+  ``data_dir``."""
   out = []
   for c in source.COLLECTIONS:
     try:
-      input_pipeline.config_dir(data_dir, input_pipeline.config_name('pairs',
-                                                                     c))
+      input_pipeline.config_dir(data_dir, input_pipeline.config_name(
+          'pairs', input_pipeline.source_name(c, engraving)))
     except FileNotFoundError:
       continue
     out.append(c)
@@ -76,7 +90,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   models = [dccaflax.load(w, _WHICH.value) for w in _WORKDIR.value]
   data_dir = _DATA_DIR.value or models[0].config.data_dir
-  collections = _COLLECTIONS.value or prepared(data_dir)
+  engravings = _ENGRAVINGS.value or [input_pipeline.LILYPOND]
+  collections = _COLLECTIONS.value or prepared(data_dir, engravings[0])
   if not collections:
     raise app.UsageError(f'no collection is prepared in {data_dir}; run '
                          'python -m data_prep.prepare --collections ...')
@@ -84,6 +99,15 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--collections: unknown {unknown}; have '
                          f'{list(source.COLLECTIONS)}')
+  for engraving in engravings:
+    missing = sorted(set(collections) - set(prepared(data_dir, engraving)))
+    if missing:
+      raise app.UsageError(
+          f'{engraving}: {missing} not prepared in {data_dir}; run python -m '
+          f'data_prep.prepare --collections {",".join(missing)} '
+          f'--engravings {engraving} --splits {_SPLIT.value}')
+  sources = [input_pipeline.source_name(c, e) for c in collections
+             for e in engravings]
   scales = None
   if _SHEET_SCALES.value:
     try:
@@ -94,9 +118,10 @@ def main(argv):
     if not all(0.5 <= v <= 2.0 for v in scales):
       raise app.UsageError(f'--sheet_scales must lie in [0.5, 2], got '
                            f'{scales}')
-  stem = 'collections_eval' + ('_scales' if scales else '')
+  stem = ('collections_eval' if engravings == [input_pipeline.LILYPOND]
+          else 'engravings_eval') + ('_scales' if scales else '')
   rows_per_model = evaluation.collection_protocol(
-      models, data_dir, collections, _SPLIT.value, _LIMIT.value, logging.info,
+      models, data_dir, sources, _SPLIT.value, _LIMIT.value, logging.info,
       sheet_scales=scales)
   for workdir, model, rows in zip(_WORKDIR.value, models, rows_per_model):
     cfg = model.config

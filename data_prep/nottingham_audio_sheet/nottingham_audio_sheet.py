@@ -1,5 +1,11 @@
 """TFDS builder: folk-tune melodies as aligned (sheet snippet, audio) data.
 
+Engravings: each collection is engraved by LilyPond (the paper's look), and
+may be by Verovio in one of its fonts (``data_prep.engrave_verovio``), each
+engraving in its own configs: ``verovio_bravura_pairs``,
+``oneills_verovio_leipzig_pieces``, ... (``pipeline.ENGRAVINGS``; a held-out
+one holds a test split only).
+
 Collections: each collection of melodies has its own two configs, the same
 features, its own train/valid/test split (``data_prep.source.COLLECTIONS``):
 ``pairs`` and ``pieces`` are Nottingham's (the paper's data, unchanged);
@@ -203,9 +209,10 @@ KIND_DESCRIPTIONS = {
 
 @dataclasses.dataclass(eq=False)
 class AudioSheetConfig(tfds.core.BuilderConfig):
-  """A config: a collection's pairs or pieces."""
+  """A config: a collection's pairs or pieces in one engraving."""
   collection: str = source.NOTTINGHAM
   kind: str = 'pairs'
+  engraving: str = pipeline.LILYPOND
 
 
 class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
@@ -224,10 +231,12 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   }
   BUILDER_CONFIGS = [
       AudioSheetConfig(
-          name=input_pipeline.config_name(kind, collection),
-          collection=collection, kind=kind,
-          description=f'{collection}: ' + KIND_DESCRIPTIONS[kind])
-      for collection in source.COLLECTIONS for kind in ('pairs', 'pieces')
+          name=input_pipeline.config_name(
+              kind, input_pipeline.source_name(collection, engraving)),
+          collection=collection, kind=kind, engraving=engraving,
+          description=f'{collection}, {engraving}: ' + KIND_DESCRIPTIONS[kind])
+      for collection in source.COLLECTIONS
+      for engraving in pipeline.ENGRAVINGS for kind in ('pairs', 'pieces')
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       'Download Nottingham.zip (Boulanger-Lewandowski, Bengio & Vincent, '
@@ -278,7 +287,8 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   def report_path(self) -> str:
     """The report beside the data, every input ok or skipped:
     ``prep_report.json`` (Nottingham), ``prep_report_<collection>.json``."""
-    return source.report_path(self._root, self.builder_config.collection)
+    return source.report_path(self._root, self.builder_config.collection,
+                              self.builder_config.engraving)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -318,11 +328,13 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
                                      workers=self._workers,
                                      progress=self._progress,
                                      renderings=self._renderings,
-                                     extra_splits=self._extra_splits)
+                                     extra_splits=self._extra_splits,
+                                     engraving=self.builder_config.engraving)
     self._pending = {split: collections.deque() for split in files}
     self._report_extra = dict(midi_dir=midi_dir, splits=list(files),
                               limit=self._limit,
                               synth=self._synth_params.tag,
+                              engraving=self.builder_config.engraving,
                               renderings=[r.tag for r in (
                                   self._synth_params, *self._renderings)],
                               extra_splits=(list(files) if self._extra_splits
