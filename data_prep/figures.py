@@ -14,14 +14,18 @@ from dccaflax import pieceset
 from dccaflax import snippets
 
 
-def find_piece(data_dir: str, name: str | None, split: str | None = None):
+def find_piece(data_dir: str, name: str | None, split: str | None = None,
+               config: str = 'pieces'):
   """The ``pieces`` example of a piece (dict of numpy arrays) and its split.
+
+  Args:
+    config: which ``pieces`` config (``input_pipeline.config_name``).
 
   Raises:
     KeyError: unknown piece, listing a few known names.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  sources = tfds.data_source('nottingham_audio_sheet/pieces',
+  sources = tfds.data_source(f'nottingham_audio_sheet/{config}',
                              data_dir=data_dir)
   names = []
   for s in ([split] if split else sorted(sources)):
@@ -282,5 +286,74 @@ def draw_collections(data_dir: str, collections, out: str,
   fig.suptitle(f'{split} pieces of each collection: engraving against audio '
                'at 120 qpm, and the sheet scale augmentation', fontsize=10)
   fig.savefig(out, dpi=75, bbox_inches='tight')
+  plt.close(fig)
+  return out
+
+
+# The scan-like sheet augmentations of the engravings recipe
+# (experiments/engravings.flags), one row each, then all of them together.
+SHEET_AUGMENTATIONS = (
+    ('rotate 1 deg', dict(sheet_rotate=1.0)),
+    ('zoom 15 %', dict(sheet_zoom=0.15)),
+    ('strokes 0.5', dict(sheet_stroke=0.5)),
+    ('blur 0.8 px', dict(sheet_blur=0.8)),
+    ('contrast 0.5', dict(sheet_contrast=0.5)),
+    ('noise 0.3', dict(sheet_noise=0.3)),
+    ('all of them', dict(sheet_rotate=1.0, sheet_zoom=0.15, sheet_stroke=0.5,
+                         sheet_blur=0.8, sheet_contrast=0.5,
+                         sheet_noise=0.3)),
+)
+
+
+def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
+                n_pairs: int = 6, seed: int = 0) -> str:
+  """Writes a figure of the same sheet snippets in each engraving and under
+  each scan-like augmentation; returns ``out``.
+
+  Rows: the piece's snippets (``n_pairs`` evenly spaced pairs) in each data
+  source of ``sources`` (e.g. 'nottingham', 'nottingham:verovio_leland'),
+  then the first one's under each of ``SHEET_AUGMENTATIONS``, drawn as the
+  training step draws them (``steps.augment_sheets``) from ``seed``.
+
+  Raises:
+    KeyError: the piece or split is not prepared in a source.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from dccaflax import steps  # pylint: disable=g-import-not-at-top
+  rows = []
+  for src in sources:
+    ex, _ = find_piece(data_dir, name, split,
+                       input_pipeline.config_name('pieces', src))
+    xs = ex['notehead_x']
+    picks = np.linspace(0, len(xs) - 1, min(n_pairs, len(xs))).round(
+    ).astype(int)
+    rows.append((src.split(':')[-1] if ':' in src else 'lilypond',
+                 np.stack([snippets.sheet_snippet(ex['strip'], xs[i])
+                           for i in picks])))
+  base = rows[0][1]
+  for r, (label, setting) in enumerate(SHEET_AUGMENTATIONS):
+    got = steps.augment_sheets(jax.random.fold_in(jax.random.key(seed), r),
+                               base, steps.Augment(**setting))
+    rows.append((label, np.asarray(got)))
+  n = base.shape[0]
+  fig, axes = plt.subplots(len(rows), n, squeeze=False,
+                           figsize=(1.9 * n, 0.85 * len(rows)))
+  for r, (label, sheets) in enumerate(rows):
+    for j in range(n):
+      a = axes[r, j]
+      a.imshow(sheets[j], cmap='gray', vmin=0, vmax=255)
+      a.axvline(snippets.SHEET_WIDTH // 2, color='r', lw=0.5, alpha=0.4)
+      a.set_xticks([])
+      a.set_yticks([])
+      if j == 0:
+        a.set_ylabel(label, fontsize=7, rotation=0, ha='right', va='center')
+  fig.suptitle(f'{name} ({split}): the same snippets in each engraving, then '
+               f'{rows[0][0]}\'s under each scan-like augmentation '
+               '(dccaflax.sheet_augment.scan)', fontsize=9)
+  fig.savefig(out, dpi=90, bbox_inches='tight')
   plt.close(fig)
   return out

@@ -4,14 +4,17 @@ paper's Figure 1.
 
   python -m data_prep.show --data_dir OUT --piece NAME --out fig.png \
       [--start 0 --seconds 10] [--renderings_out renderings.png] \
-      [--augment_out augment.png] [--collections_out collections.png]
+      [--augment_out augment.png] [--collections_out collections.png] \
+      [--sheets_out sheets.png --engravings lilypond,verovio_leland]
 
 --renderings_out also draws a few pairs in every prepared rendering (data
 prepared with --soundfonts/--tempos): one sheet snippet over the excerpts of
 each rendering at its own onset frame; --augment_out the same excerpts under
 each audio augmentation of training (``dccaflax.audio_augment``);
 --collections_out each prepared collection's px of strip per audio frame,
-with one snippet rescaled as the sheet scale augmentation does.
+with one snippet rescaled as the sheet scale augmentation does;
+--sheets_out the piece's sheet snippets in each prepared engraving
+(--engravings) and under each scan-like sheet augmentation.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ _COLLECTIONS_OUT = flags.DEFINE_string(
 _COLLECTIONS = flags.DEFINE_list(
     'collections', list(source.COLLECTIONS), 'Collections of '
     '--collections_out (prepared in --data_dir).')
+_SHEETS_OUT = flags.DEFINE_string(
+    'sheets_out', None, 'Also write a PNG of the piece\'s sheet snippets in '
+    'each engraving of --engravings and under each scan-like augmentation.')
+_ENGRAVINGS = flags.DEFINE_list(
+    'engravings', ['lilypond'], 'Engravings of --sheets_out (prepared in '
+    '--data_dir for the piece\'s split).')
 _AUGMENT_OUT = flags.DEFINE_string(
     'augment_out', None, 'Also write a PNG of a few excerpts under each '
     'audio augmentation.')
@@ -71,6 +80,14 @@ def main(argv):
     except (FileNotFoundError, ValueError) as e:
       sys.exit(f'error: {e}')
     print(f'wrote {_COLLECTIONS_OUT.value} ({", ".join(_COLLECTIONS.value)})')
+  if _SHEETS_OUT.value:
+    try:
+      figures.draw_sheets(_DATA_DIR.value, ex['piece'].decode(), split,
+                          [f'nottingham:{e}' for e in _ENGRAVINGS.value],
+                          _SHEETS_OUT.value, _PAIRS.value)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+      sys.exit(f'error: {e}')
+    print(f'wrote {_SHEETS_OUT.value} ({", ".join(_ENGRAVINGS.value)})')
   if _AUGMENT_OUT.value:
     figures.draw_augmentations(ex, _AUGMENT_OUT.value, _PAIRS.value)
     print(f'wrote {_AUGMENT_OUT.value} ({len(figures.AUGMENTATIONS)} '

@@ -55,7 +55,9 @@ class TrainConfig:
   collections: str = _setting(
       'nottingham', 'Collections to train and validate on, comma-separated '
       "(prepared with data_prep.prepare --collections): nottingham (the "
-      "paper's data), oneills, airds; their pairs are pooled.")
+      "paper's data), oneills, airds, each optionally with an engraving "
+      "(data_prep.prepare --engravings), e.g. nottingham:verovio_bravura; "
+      'default LilyPond. Their pairs are pooled.')
   max_train_pieces: Optional[int] = _setting(
       None, 'Use only the first N training pieces of each collection '
       '(default: all).')
@@ -98,6 +100,24 @@ class TrainConfig:
       0.0, 'Max random horizontal scale of a sheet snippet about its '
       'notehead, log-uniform in [1/(1+s), 1+s] (0.3 the most; 0 = off; '
       'dccaflax.sheet_augment).')
+  aug_sheet_rotate: float = _setting(
+      0.0, 'Max random rotation of a sheet snippet about its notehead, '
+      'degrees (3 the most; 0 = off; dccaflax.sheet_augment.scan).')
+  aug_sheet_zoom: float = _setting(
+      0.0, 'Max random isotropic zoom of a sheet snippet, log-uniform in '
+      '[1/(1+z), 1+z] (0.2 the most; 0 = off).')
+  aug_sheet_stroke: float = _setting(
+      0.0, 'Max strength of random stroke thickening or thinning (grey '
+      'dilation / erosion; 1 the most; 0 = off).')
+  aug_sheet_blur: float = _setting(
+      0.0, 'Max random Gaussian blur sigma of a sheet snippet, px (1.5 the '
+      'most; 0 = off).')
+  aug_sheet_contrast: float = _setting(
+      0.0, 'Random contrast: fainter ink, grey paper, sometimes a hard '
+      'threshold (1 the most; 0 = off).')
+  aug_sheet_noise: float = _setting(
+      0.0, 'Random scan noise: Gaussian grain and speckles (1 the most; '
+      '0 = off).')
   # In an older config.json a bool is read by level.check_method (true was
   # 'mean'), and no field at all means 'none' (see from_json).
   level_norm: str = _setting(

@@ -61,6 +61,18 @@ class Augment(NamedTuple):
   time_mask: int = 0      # widest silenced band of frames
   freq_mask: int = 0      # widest silenced band of bins
   sheet_scale: float = 0.0  # sheet scale factor up to 1 + this (and 1/it)
+  sheet_rotate: float = 0.0    # sheet rotation, +-degrees
+  sheet_zoom: float = 0.0      # isotropic sheet zoom up to 1 + this
+  sheet_stroke: float = 0.0    # stroke thickening / thinning strength
+  sheet_blur: float = 0.0      # Gaussian blur sigma up to this, px
+  sheet_contrast: float = 0.0  # faint ink, grey paper, threshold
+  sheet_noise: float = 0.0     # grain and speckles
+
+  @property
+  def sheet_scan(self) -> tuple[float, ...]:
+    """The ``sheet_augment.scan`` settings, in its argument order."""
+    return (self.sheet_rotate, self.sheet_zoom, self.sheet_stroke,
+            self.sheet_blur, self.sheet_contrast, self.sheet_noise)
 
 
 def augment_of(config: config_lib.TrainConfig) -> Augment:
@@ -75,7 +87,9 @@ def augment_of(config: config_lib.TrainConfig) -> Augment:
                 float(config.aug_eq_db), float(config.aug_noise_db),
                 float(config.aug_tune_bins), float(config.aug_stretch),
                 int(config.aug_time_mask), int(config.aug_freq_mask),
-                float(config.aug_sheet_scale))
+                float(config.aug_sheet_scale),
+                *(float(getattr(config, f'aug_sheet_{name}'))
+                  for name in sheet_augment.SCAN_LIMITS))
   pieceset.check_augmentation(aug.dx, aug.dy, aug.dframe)
   limits = {'aug_gain_db': (aug.gain_db, float('inf')),
             'aug_gain_curve_db': (aug.curve_db, float('inf')),
@@ -85,7 +99,10 @@ def augment_of(config: config_lib.TrainConfig) -> Augment:
             'aug_stretch': (aug.stretch, audio_augment.MAX_STRETCH),
             'aug_time_mask': (aug.time_mask, snippets.SPEC_FRAMES),
             'aug_freq_mask': (aug.freq_mask, snippets.SPEC_BINS),
-            'aug_sheet_scale': (aug.sheet_scale, sheet_augment.MAX_SCALE)}
+            'aug_sheet_scale': (aug.sheet_scale, sheet_augment.MAX_SCALE),
+            **{f'aug_sheet_{name}': (value, sheet_augment.SCAN_LIMITS[name])
+               for name, value in zip(sheet_augment.SCAN_LIMITS,
+                                      aug.sheet_scan)}}
   for name, (value, most) in limits.items():
     if not 0 <= value <= most:   # also refuses nan
       raise ValueError(f'{name} must be in [0, {most}], got {value}')
@@ -249,11 +266,15 @@ def augment_sheets(key: jax.Array, sheets: jax.Array,
     augment: the static ``Augment``; settings that are 0 are skipped.
 
   Returns:
-    ``(B, 40, 100)`` uint8.
+    ``(B, 40, 100)`` uint8: rescaled horizontally, then as scanned
+    (``sheet_augment.scan``).
   """
   augment = Augment(*augment)
   if augment.sheet_scale:
     sheets = sheet_augment.scale_width(key, sheets, augment.sheet_scale)
+  if any(augment.sheet_scan):
+    sheets = sheet_augment.scan(jax.random.fold_in(key, 1), sheets,
+                                *augment.sheet_scan)
   return sheets
 
 

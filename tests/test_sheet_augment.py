@@ -65,3 +65,74 @@ def test_sheet_scale_out_of_range_is_refused():
   for bad in (0.31, -0.1, float('nan')):
     with pytest.raises(ValueError, match='aug_sheet_scale'):
       steps.augment_of(tiny_train_config('unused', aug_sheet_scale=bad))
+
+
+# ------------------------------------------------------------ scan-like ---
+
+def _blank(n=8):
+  return np.full((n, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), 255,
+                 np.uint8)
+
+
+def test_rotate_zoom_identity_and_geometry():
+  sheets = _blank(3)
+  sheets[:, 20, :] = 0                 # a staff line through the centre
+  sheets[:, :, 70] = 0                 # a bar line 20 px right of it
+  ink = 255.0 - jnp.asarray(sheets, jnp.float32)
+  same = sheet_augment.rotate_zoom(ink, jnp.zeros(3), jnp.ones(3))
+  np.testing.assert_array_equal(np.asarray(same), np.asarray(ink))
+  out = np.asarray(sheet_augment.rotate_zoom(
+      ink, jnp.array([2.0, 0.0, 0.0]), jnp.array([1.0, 1.25, 0.8])))
+  # clockwise by 2 degrees: 40 px right of the centre the staff line is
+  # 40 sin(2 deg) = 1.40 px lower (its ink-weighted row)
+  col = out[0, :, 90]
+  assert abs((col * np.arange(40)).sum() / col.sum() - (20 + 1.40)) < 0.15
+  # zoom about the centre: the bar line moves to 50 + 20 z
+  for k, z in ((1, 1.25), (2, 0.8)):
+    row = out[k, 5]
+    assert abs((row * np.arange(100)).sum() / row.sum() - (50 + 20 * z)) < 0.1
+
+
+def test_stroke_blur_contrast_noise():
+  sheets = _blank(2)
+  sheets[:, 20, 10:90] = 0             # a 1-px line
+  ink = 255.0 - jnp.asarray(sheets, jnp.float32)
+  thick = np.asarray(sheet_augment.stroke(ink, jnp.array([1.0, -1.0])[:, None,
+                                                                      None]))
+  assert np.all(thick[0, 19:22, 20:80] == 255)        # 3 px thick
+  assert np.all(thick[1] == 0)                        # thinned away
+  blurred = np.asarray(sheet_augment.blur(ink, jnp.full((2, 1, 1), 1.0)))
+  assert abs(blurred.sum() - np.asarray(ink).sum()) < 1e-3 * blurred.sum()
+  assert 50 < blurred[0, 20, 50] < 150 and blurred[0, 18, 50] > 10
+  keys = jax.random.split(KEY, 64)
+  many = np.concatenate([_blank(1)] * 64)
+  many[:, 20, 10:90] = 100                            # grey ink
+  contrast = np.stack([np.asarray(sheet_augment.scan(
+      k, jnp.asarray(many[:1]), contrast=1.0))[0] for k in keys])
+  binary = np.all(np.isin(contrast, (0, 255)), axis=(1, 2))
+  assert 0 < binary.sum() < 64                        # sometimes thresholded
+  assert (contrast[~binary][:, 5, 5] < 255).mean() > 0.9   # grey paper
+  noisy = np.asarray(sheet_augment.scan(KEY, jnp.asarray(_blank(16)),
+                                        noise=1.0))
+  assert (noisy != 255).mean() > 0.05 and (noisy == 0).any()   # specks
+
+
+@pytest.mark.parametrize('name', list(sheet_augment.SCAN_LIMITS))
+def test_each_scan_setting_on_the_device_path(piece_arrays, name):
+  limit = sheet_augment.SCAN_LIMITS[name]
+  aug = steps.augment_of(tiny_train_config('unused',
+                                           **{f'aug_sheet_{name}': limit}))
+  assert sum(v > 0 for v in aug.sheet_scan) == 1
+  n = piece_arrays.x.shape[0]
+  idx = jnp.asarray(np.r_[0, 1, n // 2, n - 1], jnp.int32)
+  plain, _ = input_pipeline.batch_windows(piece_arrays, idx)
+  fn = jax.jit(steps.augment_sheets, static_argnums=2)  # as in the step
+  out = fn(KEY, plain, aug)
+  assert out.shape == plain.shape and out.dtype == jnp.uint8
+  assert int(jnp.abs(out.astype(int) - plain.astype(int)).max()) > 0
+  off = fn(KEY, plain, steps.Augment())
+  assert np.array_equal(np.asarray(off), np.asarray(plain))
+  for bad in (-0.01, limit * 1.01, float('nan')):
+    with pytest.raises(ValueError, match=f'aug_sheet_{name}'):
+      steps.augment_of(tiny_train_config('unused',
+                                         **{f'aug_sheet_{name}': bad}))
