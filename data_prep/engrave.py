@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import hashlib
 import os
 import re
 import subprocess
@@ -70,6 +71,77 @@ class Engraving:
   strip: np.ndarray                           # (STRIP_HEIGHT, W) uint8
   noteheads: tuple[tuple[float, ...], ...]    # px, per melody note
   source: str                                 # LilyPond source
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+  """LilyPond layout settings of one engraving (the defaults: its own).
+
+  Attributes:
+    staff_size: global staff size, pt; one of ``STAFF_SIZES`` (at
+      ``RESOLUTION_DPI`` a staff space is ``staff_size`` px, which the strip
+      box-filters by an integer).  A smaller size fits more bars per system.
+    spacing_increment: ``SpacingSpanner.spacing-increment`` (space added per
+      doubling of a note's duration, staff spaces; LilyPond's 1.2).
+    shortest_space: ``SpacingSpanner.shortest-duration-space`` (LilyPond's
+      2.0): wider spacing of the shortest notes.
+    staff_thickness: ``StaffSymbol.thickness`` (staff lines; 1.0).
+    stem_thickness: ``Stem.thickness`` (1.3).
+    beam_thickness: ``Beam.beam-thickness`` (staff spaces; 0.48).
+  """
+  staff_size: int = 20
+  spacing_increment: float = 1.2
+  shortest_space: float = 2.0
+  staff_thickness: float = 1.0
+  stem_thickness: float = 1.3
+  beam_thickness: float = 0.48
+
+  def size_lines(self) -> list[str]:
+    """Source lines before any ``\\paper`` block: the staff size (none for
+    LilyPond's defaults, so the default engraving's source is unchanged)."""
+    return ([] if self == Style() else
+            [f'#(set-global-staff-size {self.staff_size})'])
+
+  def layout_lines(self) -> list[str]:
+    """Source lines after the ``\\layout`` block: the spacing and
+    thicknesses (none for LilyPond's defaults)."""
+    if self == Style():
+      return []
+    return ['\\layout { \\context { \\Score '
+            f'\\override SpacingSpanner.spacing-increment = '
+            f'#{self.spacing_increment:.3f} '
+            f'\\override SpacingSpanner.shortest-duration-space = '
+            f'#{self.shortest_space:.3f} '
+            f'\\override StaffSymbol.thickness = #{self.staff_thickness:.3f} '
+            f'\\override Stem.thickness = #{self.stem_thickness:.3f} '
+            f'\\override Beam.beam-thickness = #{self.beam_thickness:.3f} '
+            '} }']
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @property
+  def px_per_space(self) -> float:
+    """Staff-line distance on the PNG at ``RESOLUTION_DPI``."""
+    return RESOLUTION_DPI * self.staff_size / 4 / 72.0
+
+
+STAFF_SIZES = (16, 20, 24)
+# Ranges of the drawn styles (uniform; ``drawn_style``).
+STYLE_RANGES = {'spacing_increment': (0.8, 1.8), 'shortest_space': (1.5, 3.0),
+                'staff_thickness': (0.6, 1.8), 'stem_thickness': (0.8, 2.5),
+                'beam_thickness': (0.35, 0.6)}
+
+
+def drawn_style(piece: str, seed: int = 0) -> Style:
+  """A style drawn for a piece from its name and ``seed`` (stable across
+  runs and machines): a staff size of ``STAFF_SIZES``, the rest uniform in
+  ``STYLE_RANGES``."""
+  digest = hashlib.sha256(f'{seed}/{piece}'.encode('utf-8')).digest()
+  rng = np.random.default_rng(int.from_bytes(digest[:8], 'big'))
+  return Style(staff_size=int(rng.choice(STAFF_SIZES)),
+               **{k: round(float(rng.uniform(*r)), 3)
+                  for k, r in STYLE_RANGES.items()})
 
 
 # --------------------------------------------------------------- pitches
@@ -424,11 +496,13 @@ def layout(melody: Melody) -> list[Bar]:
   return out
 
 
-def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
+def lilypond_source(melody: Melody, style: Style = Style()
+                    ) -> tuple[str, list[tuple[int, int]]]:
   """LilyPond source of a melody (its :func:`layout`, one bar per line).
 
   Args:
     melody: a :class:`~data_prep.melody.Melody`.
+    style: layout settings (default: LilyPond's own).
 
   Returns:
     ``(source, positions)``: ``positions[i]`` is the ``(line, column)`` of
@@ -440,10 +514,12 @@ def lilypond_source(melody: Melody) -> tuple[str, list[tuple[int, int]]]:
   bars = layout(melody)
   lines = [
       f'\\version "{LILYPOND_VERSION}"',
+      *style.size_lines(),
       '\\header { tagline = ##f }',
       '\\paper { page-breaking = #ly:one-page-breaking indent = 0 '
       'print-page-number = ##f }',
       '\\layout { \\context { \\Score \\remove "Bar_number_engraver" } }',
+      *style.layout_lines(),
       '{',
   ]
   positions: list[tuple[int, int] | None] = [None] * len(notes)
@@ -692,7 +768,7 @@ def _log_tail(log: str, stem: str, n: int = 15) -> str:
 
 
 def _collect(melody, source, positions, workdir, stem, log,
-             problem) -> Engraving:
+             problem, style: Style = Style()) -> Engraving:
   """Read one piece's PDF + PNG and build its :class:`Engraving`.
 
   Raises:
@@ -716,15 +792,16 @@ def _collect(melody, source, positions, workdir, stem, log,
   with Image.open(png_path) as im:
     page = np.asarray(im.convert('L'))
   try:
-    strip, heads = unroll(page, find_staves(page), link_heads(links, positions),
-                          len(melody.notes))
+    strip, heads = unroll(page, find_staves(page, style.px_per_space),
+                          link_heads(links, positions), len(melody.notes),
+                          style.px_per_space)
   except EngraveError as e:
     raise EngraveError(f'{melody.name}: {e}') from e
   return Engraving(strip=strip, noteheads=heads, source=source)
 
 
 def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None,
-                 retry: bool = True) -> list:
+                 retry: bool = True, styles=None) -> list:
   """Engrave several melodies with one LilyPond process.
 
   A piece whose run failed for a reason outside its source
@@ -737,23 +814,25 @@ def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None,
     timeout_s: LilyPond time limit per piece (the batch gets the sum).
     workdir: folder for the ``.ly``/PDF/PNG files (a temporary one if None).
     retry: retry such pieces one by one (the retries themselves do not).
+    styles: a :class:`Style` per melody (default: LilyPond's own).
 
   Returns:
     One :class:`Engraving` or exception (``EngraveError``,
     ``LilyPondRunError``, ``ValueError``) per melody, in order.
   """
   melodies = list(melodies)
+  styles = list(styles) if styles is not None else [Style()] * len(melodies)
   if workdir is None:
     with tempfile.TemporaryDirectory(prefix='engrave_') as tmp:
       return engrave_many(melodies, timeout_s=timeout_s, workdir=tmp,
-                          retry=retry)
+                          retry=retry, styles=styles)
   os.makedirs(workdir, exist_ok=True)
   results: list = [None] * len(melodies)
   jobs = []
   for i, mel in enumerate(melodies):
     stem = f'piece{i:04d}'
     try:
-      src, pos = lilypond_source(mel)
+      src, pos = lilypond_source(mel, styles[i])
     except (ValueError, KeyError) as e:
       results[i] = e
       continue
@@ -772,7 +851,7 @@ def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None,
       for i, stem, _, src, pos in jobs:
         try:
           results[i] = _collect(melodies[i], src, pos, workdir, stem, log,
-                                problem)
+                                problem, styles[i])
         except EngraveError as e:
           results[i] = e
   if retry:
@@ -780,7 +859,7 @@ def engrave_many(melodies, *, timeout_s: float = 120.0, workdir=None,
       if isinstance(res, LilyPondRunError):
         results[i] = engrave_many([melodies[i]], timeout_s=timeout_s,
                                   workdir=os.path.join(workdir, f'retry{i}'),
-                                  retry=False)[0]
+                                  retry=False, styles=[styles[i]])[0]
   return results
 
 
@@ -805,9 +884,11 @@ def warm_up(timeout_s: float = 120.0) -> None:
                              f'log:\n{log[-2000:]}')
 
 
-def engrave(melody: Melody, *, timeout_s: float = 120.0, workdir=None) -> Engraving:
+def engrave(melody: Melody, *, timeout_s: float = 120.0, workdir=None,
+            style: Style = Style()) -> Engraving:
   """Engrave one melody (see :func:`engrave_many`); raises :class:`EngraveError`."""
-  res = engrave_many([melody], timeout_s=timeout_s, workdir=workdir)[0]
+  res = engrave_many([melody], timeout_s=timeout_s, workdir=workdir,
+                     styles=[style])[0]
   if isinstance(res, Exception):
     raise res
   return res

@@ -5,8 +5,11 @@ Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
 in one of its fonts), ``synth`` (FluidSynth -> audio), ``dccaflax.audio``
 (-> log spectrogram), ``align`` (onsets <-> noteheads).
 
-Engravings: a run engraves with one engraving of ``ENGRAVINGS`` ('lilypond',
-the paper's, or 'verovio_<font>').  Held-out ones
+Engravings: a run engraves with one engraving of ``ENGRAVINGS``: 'lilypond'
+(the paper's), 'lilypond_drawn' (LilyPond with a staff size, spacing and
+line thicknesses drawn per piece, ``engrave.drawn_style``), 'verovio_<font>'
+or 'verovio_drawn' (a training font drawn per piece).  Each piece's drawn
+values are in its report item (``engraving_params``).  Held-out ones
 (``engrave_verovio.HELDOUT_ENGRAVINGS``) never reach the train and valid
 splits (``check_engraving``).
 
@@ -62,7 +65,9 @@ from dccaflax import audio
 
 SPLITS = ('train', 'valid', 'test')
 LILYPOND = 'lilypond'
-ENGRAVINGS = (LILYPOND,) + engrave_verovio.ENGRAVINGS
+# LilyPond with a layout style drawn per piece (engrave.drawn_style).
+LILYPOND_DRAWN = 'lilypond_drawn'
+ENGRAVINGS = (LILYPOND, LILYPOND_DRAWN) + engrave_verovio.ENGRAVINGS
 CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
 
 
@@ -82,7 +87,7 @@ class Item:
   n_onsets: int = 0
   n_overlaps: int = 0
   piece_path: str = ''        # cached aligned piece (.npz), when ok
-  font: str = ''              # Verovio font of its engraving ('' LilyPond)
+  engraving_params: str = ''  # JSON: its drawn style or Verovio font
 
   @property
   def name(self) -> str:
@@ -328,15 +333,32 @@ def _verovio_cached(melodies, cache_dir, engraving):
   return out
 
 
+def lilypond_style(engraving: str, piece: str) -> engrave_lib.Style:
+  """The LilyPond layout style of a piece in a LilyPond engraving."""
+  return (engrave_lib.drawn_style(piece) if engraving == LILYPOND_DRAWN
+          else engrave_lib.Style())
+
+
+def engraving_params(engraving: str, piece: str) -> dict:
+  """What an engraving gives a piece: its LilyPond style, or its Verovio
+  font (a drawn engraving's drawn values)."""
+  if engraving in (LILYPOND, LILYPOND_DRAWN):
+    return {'engraver': 'lilypond',
+            **lilypond_style(engraving, piece).to_json()}
+  return {'engraver': 'verovio',
+          'font': engrave_verovio.engraving_font(engraving, piece)}
+
+
 def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
   """Engravings (or exceptions) of melodies, from cache or one LilyPond run
-  (or Verovio's, for a 'verovio_<font>' engraving)."""
-  if engraving != LILYPOND:
+  (or Verovio's, for a 'verovio_*' engraving)."""
+  if engraving not in (LILYPOND, LILYPOND_DRAWN):
     return _verovio_cached(melodies, cache_dir, engraving)
   code, _ = _codes()
+  styles = [lilypond_style(engraving, mel.name) for mel in melodies]
   keys, out, todo = [], [None] * len(melodies), []
   for i, mel in enumerate(melodies):
-    src, _ = engrave_lib.lilypond_source(mel)
+    src, _ = engrave_lib.lilypond_source(mel, styles[i])
     key = _key('engrave', code, src)
     path = _cache_path(cache_dir, 'engrave', key)
     keys.append(key)
@@ -350,7 +372,8 @@ def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
       todo.append(i)
   if todo:
     results = engrave_lib.engrave_many([melodies[i] for i in todo],
-                                       timeout_s=timeout_s)
+                                       timeout_s=timeout_s,
+                                       styles=[styles[i] for i in todo])
     for i, res in zip(todo, results):
       path = _cache_path(cache_dir, 'engrave', keys[i])
       if isinstance(res, Exception):
@@ -471,8 +494,8 @@ def _process_chunk(task):
       it.status, it.stage, it.reason = 'skipped', 'engrave', str(eng)
       continue
     ekey, strip, noteheads = eng
-    if engraving != LILYPOND:
-      it.font = engrave_verovio.engraving_font(engraving, mel.name)
+    it.engraving_params = json.dumps(engraving_params(engraving, mel.name),
+                                     sort_keys=True)
     try:
       akey, spec = _spectrogram_cached(mel, params, cache_dir)
     except Exception as e:  # pylint: disable=broad-except
@@ -546,7 +569,7 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
                                 [s for s in files if s in extra_splits])
   check_engraving(engraving, tuple(files))
   try:
-    if engraving == LILYPOND:
+    if engraving in (LILYPOND, LILYPOND_DRAWN):
       engrave_lib.warm_up()
   except engrave_lib.LilyPondRunError as e:
     raise PrepareError(str(e)) from e

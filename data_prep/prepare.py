@@ -22,9 +22,12 @@ OUT/prep_report_<name>.json; each collection has its own splits.
 --engravings engraves each collection by other engravers too, each into its
 own configs: verovio_<font> is Verovio in one of its fonts (Leipzig,
 Bravura, Gootville, Petaluma; Leland is held out for evaluation and only
-prepared with --splits test), e.g. verovio_leland_pairs or
-oneills_verovio_bravura_pieces, with the report
-prep_report[_<collection>]_<engraving>.json.  Training pools them as
+prepared with --splits test), verovio_drawn a training font drawn per
+piece, lilypond_drawn LilyPond with a staff size, spacing and line
+thicknesses drawn per piece (data_prep.engrave.drawn_style); e.g.
+verovio_leland_pairs or oneills_verovio_bravura_pieces, with the report
+prep_report[_<collection>]_<engraving>.json (each piece's drawn values in
+its item's engraving_params).  Training pools them as
 data sources: --collections nottingham,nottingham:verovio_bravura.
 
 Renderings: --soundfont/--tempo give the primary rendering (the audio of the

@@ -93,6 +93,43 @@ def test_engrave_many(midi_dir, tmp_path):
 def test_syntax_error(monkeypatch, tmp_path):
   mel = _melody([(60, 0, 480)])
   monkeypatch.setattr(E, 'lilypond_source',
-                      lambda m: ('\\version "2.25.12"\n{ c\'4 \\nosuchcommand }\n', [(2, 2)]))
+                      lambda m, *style: ('\\version "2.25.12"\n{ c\'4 \\nosuchcommand }\n', [(2, 2)]))
   with pytest.raises(E.EngraveError, match='synthetic'):
     E.engrave(mel, workdir=tmp_path)
+
+
+def test_default_style_leaves_the_source_alone():
+  mel = _melody([(60, 0, 480), (62, 480, 960)])
+  assert E.lilypond_source(mel, E.Style()) == E.lilypond_source(mel)
+  src, pos = E.lilypond_source(mel, E.Style(staff_size=16,
+                                            spacing_increment=1.5))
+  assert '#(set-global-staff-size 16)' in src
+  assert 'spacing-increment = #1.500' in src
+  lines = src.splitlines()     # the onset positions follow the extra lines
+  for line, col in pos:
+    assert lines[line - 1][col:].startswith(("c'4", "d'4"))
+
+
+def test_drawn_styles():
+  styles = [E.drawn_style(f'piece_{i}') for i in range(60)]
+  assert styles == [E.drawn_style(f'piece_{i}') for i in range(60)]
+  assert E.drawn_style('piece_0', seed=1) != styles[0]
+  assert {s.staff_size for s in styles} == set(E.STAFF_SIZES)
+  for s in styles:
+    for k, (lo, hi) in E.STYLE_RANGES.items():
+      assert lo <= getattr(s, k) <= hi
+
+
+@pytest.mark.parametrize('style', [E.Style(staff_size=16),
+                                   E.Style(staff_size=24, spacing_increment=1.8,
+                                           staff_thickness=1.8,
+                                           stem_thickness=2.5)])
+def test_real_piece_in_another_style(midi_dir, tmp_path, style):
+  mel = M.read_melody(midi_dir / 'valid' / 'morris_simple_chords_4.mid')
+  eng = E.engrave(mel, workdir=tmp_path, style=style)
+  assert all(len(h) == 1 for h in eng.noteheads)
+  xs = [h[0] for h in eng.noteheads]
+  assert all(b > a for a, b in zip(xs, xs[1:]))
+  # normalised to the strip's staff: five lines 4 px apart about row 24
+  profile = eng.strip.astype(float).mean(axis=1)
+  assert sorted(np.argsort(profile[8:40])[:5] + 8) == [16, 20, 24, 28, 32]

@@ -1,12 +1,14 @@
 """Tests for data_prep.engrave_verovio (MEI, Verovio SVG, exact notehead links)
 and the held-out font's exclusion from training data."""
 
+import json
 import re
 
 import numpy as np
 import pytest
 
 from data_prep import build
+from data_prep import engrave as E
 from data_prep import engrave_verovio as V
 from data_prep import melody as M
 from data_prep import pipeline
@@ -141,10 +143,18 @@ def test_prepared_engraving_pairs_match_lilypond(tmp_path, midi_dir):
   """A real preparation by Verovio: the same pairs as LilyPond's (same
   onsets, same audio), other sheet snippets, readable as a data source."""
   data = str(tmp_path / 'data')
-  for engraving in ('lilypond', 'verovio_leland'):
+  for engraving in ('lilypond', 'verovio_leland', 'lilypond_drawn'):
     report = build.prepare(str(midi_dir), data, splits=('test',), limit=2,
                            workers=1, progress=False, engraving=engraving)
     assert report['ok'] == 2 and report['engraving'] == engraving
+    # what the engraving gave each piece is in its report item
+    params = [json.loads(it['engraving_params']) for it in report['items']]
+    if engraving == 'verovio_leland':
+      assert params == [{'engraver': 'verovio', 'font': 'Leland'}] * 2
+    elif engraving == 'lilypond_drawn':
+      assert [p['staff_size'] for p in params] == [
+          E.drawn_style(it['file'].rsplit('/', 1)[-1][:-4]).staff_size
+          for it in report['items']]
   lily = input_pipeline.load_pairs(data, 'test')
   vero = input_pipeline.load_pairs(data, 'test',
                                    collection='nottingham:verovio_leland')

@@ -497,7 +497,7 @@ def test_an_error_in_the_source_is_cached(tmp_path, test_pieces, monkeypatch):
   d.mkdir(parents=True)
   shutil.copy(test_pieces[0], d)
   real = E.lilypond_source
-  monkeypatch.setattr(E, 'lilypond_source', lambda m: (
+  monkeypatch.setattr(E, 'lilypond_source', lambda m, *style: (
       real(m)[0].replace('\\clef', '\\nosuchcommand \\clef'), real(m)[1]))
   files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
   first = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
