@@ -41,7 +41,7 @@ from dccaflax import frontends
 from dccaflax.snippets import PAPER, STRIP_HEIGHT
 from data_prep.melody import Melody, bar_ticks
 
-SYSTEM_GAP_PX = 8         # px of paper between concatenated systems
+SYSTEM_GAP_PX = frontends.SYSTEM_GAP   # px of paper between joined systems
 LILYPOND_VERSION = '2.25.12'
 EXECUTABLE_ENV_VAR = 'DCCAFLAX_LILYPOND'
 
@@ -882,6 +882,33 @@ def warm_up(timeout_s: float = 120.0) -> None:
       raise LilyPondRunError(f'LilyPond ({lilypond_executable()}) cannot '
                              f'engrave one note on this machine: {problem}; '
                              f'log:\n{log[-2000:]}')
+
+
+def page_png(melody: Melody, out_path: str, *, title: str = '',
+             style: Style = Style(), timeout_s: float = 120.0) -> str:
+  """Engrave a melody as a page a user would have: its title and a composer
+  line over the systems, PNG at ``RESOLUTION_DPI`` (the first page).
+
+  Raises:
+    EngraveError: as :func:`engrave_many`, or no PNG written.
+  """
+  src, _ = lilypond_source(melody, style)
+  text = title.replace('\\', '').replace('"', "'")
+  src = src.replace('\\header { tagline = ##f }',
+                    f'\\header {{ tagline = ##f title = "{text}" '
+                    'composer = "Trad." }', 1)
+  with tempfile.TemporaryDirectory(prefix='engrave_page_') as tmp:
+    path = os.path.join(tmp, 'page.ly')
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(src)
+    log, problem = _run_lilypond([path], tmp, timeout_s)
+    png = os.path.join(tmp, 'page.png')
+    if problem or _source_error(log, 'page') or not os.path.exists(png):
+      raise EngraveError(f'{melody.name}: no page: {problem or ""}\n'
+                         f'{_log_tail(log, "page")}')
+    with Image.open(png) as im:
+      im.convert('L').save(out_path)
+  return out_path
 
 
 def engrave(melody: Melody, *, timeout_s: float = 120.0, workdir=None,

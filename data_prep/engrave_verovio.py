@@ -125,8 +125,9 @@ def _beat(time: tuple[int, int], tpb: int) -> int:
   return 3 * unit if num % 3 == 0 and num > 3 else max(unit, tpb)
 
 
-def mei_source(melody: Melody) -> str:
-  """MEI (5.0) of a melody's :func:`engrave.layout`.
+def mei_source(melody: Melody, title: str = '') -> str:
+  """MEI (5.0) of a melody's :func:`engrave.layout` (``title`` in its header,
+  for :func:`page_png`).
 
   Raises:
     EngraveError: a token without a plain or dotted note value.
@@ -141,8 +142,10 @@ def mei_source(melody: Melody) -> str:
           else 'clef.shape="G" clef.line="2"')
   out = ['<?xml version="1.0" encoding="UTF-8"?>',
          '<mei xmlns="http://www.music-encoding.org/ns/mei" meiversion="5.0">',
-         '<meiHead><fileDesc><titleStmt><title/></titleStmt><pubStmt/>'
-         '</fileDesc></meiHead>',
+         '<meiHead><fileDesc><titleStmt>'
+         + (f'<title>{_xml_text(title)}</title><composer>Trad.</composer>'
+            if title else '<title/>')
+         + '</titleStmt><pubStmt/></fileDesc></meiHead>',
          '<music><body><mdiv><score>',
          f'<scoreDef meter.count="{first.time[0]}" meter.unit="{first.time[1]}" '
          f'keysig="{_keysig(engrave_lib.key_fifths(first.key))}">',
@@ -202,6 +205,11 @@ def mei_source(melody: Melody) -> str:
                '</layer></staff></measure>')
   out += ['</section>', '</score></mdiv></body></music>', '</mei>']
   return '\n'.join(out) + '\n'
+
+
+def _xml_text(text: str) -> str:
+  return (text.replace('&', '&amp;').replace('<', '&lt;')
+          .replace('>', '&gt;'))
 
 
 def _group(tokens) -> str:
@@ -333,6 +341,28 @@ def _raster(svg: str, scale: float) -> np.ndarray:
                          background_color='white')
   with Image.open(io.BytesIO(png)) as im:
     return np.asarray(im.convert('L'))
+
+
+def page_png(melody: Melody, out_path: str, font: str = 'Leipzig',
+             title: str = '') -> str:
+  """Engrave a melody as a page a user would have: its title and composer
+  over the systems (Verovio's page header), the first page as a PNG at
+  ``PX_PER_SPACE`` px per staff space.
+
+  Raises:
+    EngraveError: Verovio does not read the MEI.
+  """
+  font = font_name(font)
+  tk = _toolkit(font)
+  tk.setOptions({'header': 'auto'})
+  if not tk.loadData(mei_source(melody, title)):
+    raise EngraveError(f'{melody.name}: Verovio did not read its MEI')
+  svg = tk.renderToSVG(1)
+  _, _, spacing, width, _ = svg_layout(svg, font)
+  outer_w = float(re.search(r'width="([\d.]+)px"', svg).group(1))
+  page = _raster(svg, PX_PER_SPACE / spacing * width / outer_w)
+  Image.fromarray(page).save(out_path)
+  return out_path
 
 
 def engrave(melody: Melody, font: str = 'Leipzig') -> Engraving:

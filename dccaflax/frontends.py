@@ -32,6 +32,12 @@ Rules for a sheet image (``sheet_from_image``):
 * Without five detectable lines the whole image is scaled to 40 px height
   and cut as above; a note says so.  Best results: a crop of one staff, a
   few bars wide.
+
+Rules for a page (``page_snippets``; an image with more than one staff,
+``is_page``): every staff is found at the page's own spacing, the page is
+scaled to 4 px between staff lines, the systems are joined into one strip in
+reading order as the data's strips are, and a snippet is cut every
+``PAGE_STEP`` = 20 px of it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from dccaflax import snippets
 SILENT_PEAK = 1e-4        # -80 dBFS: a span this quiet is refused
 STAFF_SPACE = 4           # px between staff lines in the data's strips
 STAFF_MIDDLE_ROW = 20     # row of the middle staff line in a 40-px snippet
+SYSTEM_GAP = 8            # px of paper between the systems joined in a strip
+PAGE_STEP = 20            # px of strip between a page's snippets
 EXCERPT_S = snippets.SPEC_FRAMES / snippets.FPS   # 3.2 s
 
 
@@ -215,6 +223,149 @@ def _resize(grey: np.ndarray, height: int, width: int) -> np.ndarray:
                               Image.Resampling.LANCZOS
                               if height >= grey.shape[0] else
                               Image.Resampling.BOX), np.float32)
+
+
+def page_staves(grey: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+  """Every five-line staff of a page, top to bottom, at any spacing.
+
+  Rows dark over at least half as many columns as the most are line
+  candidates (text, titles and beams are not that long); adjacent ones merge
+  into lines (centre: the mean of the run); runs of five lines with about
+  equal gaps (within 25 %, at least 2 px) are staves, taken greedily from
+  the top.  A staff's column extent: where its middle or second line is
+  dark.
+
+  Args:
+    grey: ``(H, W)`` float, 255 = paper.
+
+  Returns:
+    ``(lines (5,) float rows, x0, x1)`` per staff.
+  """
+  dark = grey < 128
+  counts = dark.sum(axis=1)
+  if counts.max() == 0:
+    return []
+  rows = np.flatnonzero(counts >= 0.5 * counts.max())
+  runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+  lines = np.array([r.mean() for r in runs])
+  out, i = [], 0
+  while i + 4 < len(lines):
+    five = lines[i:i + 5]
+    gaps = np.diff(five)
+    if gaps.min() >= 2 and gaps.max() <= 1.25 * gaps.min():
+      cols = np.flatnonzero(dark[int(round(five[2]))] |
+                            dark[int(round(five[1]))])
+      out.append((five, int(cols.min()), int(cols.max()) + 1))
+      i += 5
+    else:
+      i += 1
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSnippets:
+  """A page of score cut into snippets along its systems, in reading order.
+
+  Attributes:
+    sheets: ``(N, 40, 100)`` uint8 snippets, every ``step`` px of the strip.
+    strip: ``(48, W)`` uint8, the page's systems joined left to right as the
+      data's strips are (``SYSTEM_GAP`` px of paper between them), scaled to
+      ``STAFF_SPACE`` px between staff lines.
+    strip_x: ``(N,)`` float32 each snippet's centre in ``strip``.
+    system: ``(N,)`` int32 each snippet's system (0 = the top one).
+    page_xy: ``(N, 2)`` float32 each snippet's centre on the page (x, and y
+      of its system's middle line), px of the image.
+    scale: strip px per page px.
+    path: the image.
+    notes: remarks for the user.
+  """
+  sheets: np.ndarray
+  strip: np.ndarray
+  strip_x: np.ndarray
+  system: np.ndarray
+  page_xy: np.ndarray
+  scale: float
+  path: str
+  notes: tuple[str, ...] = ()
+
+  def __len__(self) -> int:
+    return int(self.sheets.shape[0])
+
+
+def is_page(path: str | os.PathLike) -> bool:
+  """Whether an image holds more than one staff (a page, not a snippet).
+
+  Raises:
+    QueryError: unreadable.
+  """
+  return len(page_staves(_grey(path))) > 1
+
+
+def page_snippets(path: str | os.PathLike, step: int = PAGE_STEP
+                  ) -> PageSnippets:
+  """A page (several systems, title, text) as snippets along its systems.
+
+  The staves are found at whatever spacing the page has (``page_staves``),
+  the page is scaled so that their median line spacing becomes
+  ``STAFF_SPACE``, each staff's band of ``STRIP_HEIGHT`` rows around its
+  middle line is cut from its column extent, and the bands are joined into
+  one strip in reading order (top to bottom; one column of systems), as the
+  data's strips are.  Snippets are cut every ``step`` px of that strip
+  (``snippets.sheet_snippet``), from ``step / 2``.
+
+  Raises:
+    QueryError: unreadable, blank, no five-line staff, or ``step`` < 1.
+  """
+  if step < 1:
+    raise QueryError(f'step must be >= 1 px, got {step}')
+  grey = _grey(path)
+  if np.min(grey) > 200:
+    raise QueryError(f'{path}: the page is blank (no ink)')
+  staves = page_staves(grey)
+  if not staves:
+    raise QueryError(f'{path}: no five-line staff found on the page')
+  spacing = float(np.median([np.diff(l).mean() for l, _, _ in staves]))
+  scale = STAFF_SPACE / spacing
+  half = snippets.STRIP_HEIGHT / 2 / scale      # page rows each side
+  bands, offsets, mids, x = [], [], [], 0
+  for lines, x0, x1 in staves:
+    top, bottom = lines[2] - half, lines[2] + half
+    r0, r1 = int(np.floor(top)), int(np.ceil(bottom))
+    band = np.full((r1 - r0, x1 - x0), float(snippets.PAPER), np.float32)
+    lo, hi = max(r0, 0), min(r1, grey.shape[0])
+    band[lo - r0:hi - r0] = grey[lo:hi, x0:x1]
+    width = max(1, int(round((x1 - x0) * scale)))
+    # resample so that the middle line lands on row STRIP_HEIGHT // 2
+    height = int(round((r1 - r0) * scale))
+    scaled = _resize(band, height, width)
+    shift = int(round((lines[2] - r0) * scale)) - snippets.STRIP_HEIGHT // 2
+    out = np.full((snippets.STRIP_HEIGHT, width), float(snippets.PAPER),
+                  np.float32)
+    s0, s1 = max(shift, 0), min(shift + snippets.STRIP_HEIGHT, height)
+    out[s0 - shift:s1 - shift] = scaled[s0:s1]
+    bands.append(out)
+    offsets.append((x, x0))
+    mids.append(lines[2])
+    x += width
+    bands.append(np.full((snippets.STRIP_HEIGHT, SYSTEM_GAP),
+                         float(snippets.PAPER), np.float32))
+    x += SYSTEM_GAP
+  strip = np.clip(np.rint(np.concatenate(bands[:-1], axis=1)), 0,
+                  255).astype(np.uint8)
+  centres = np.arange(step / 2, strip.shape[1], step, dtype=np.float32)
+  starts = np.array([o for o, _ in offsets], np.float32)
+  system = (np.searchsorted(starts, centres, side='right') - 1).astype(
+      np.int32)
+  page_x = np.array([offsets[k][1] + (c - offsets[k][0]) / scale
+                     for c, k in zip(centres, system)], np.float32)
+  page_y = np.array([mids[k] for k in system], np.float32)
+  sheets = np.stack([snippets.sheet_snippet(strip, c) for c in centres])
+  notes = (f'{grey.shape[1]}x{grey.shape[0]} px page: {len(staves)} '
+           f'staves, {spacing:.1f} px between staff lines, scaled by '
+           f'{scale:.3f}; {len(centres)} snippets every {step} px',)
+  return PageSnippets(sheets=sheets, strip=strip, strip_x=centres,
+                      system=system, page_xy=np.stack([page_x, page_y], 1),
+                      scale=scale, path=os.fspath(path), notes=notes)
 
 
 def sheet_from_image(path: str | os.PathLike, x_frac: float = 0.5

@@ -1,4 +1,5 @@
-"""Piece identification: which indexed score does a recording play?
+"""Piece identification: which indexed score does a recording play (and
+which indexed piece does a page of score show, ``identify_page``)?
 
 The recording's spectrogram is cut into 100-frame (3.2 s) windows every
 ``HOP_FRAMES`` = 31 frames (0.99 s); each window retrieves its top-k sheet
@@ -203,3 +204,45 @@ def identify(model, index, spec: np.ndarray, k: int = TOP_K,
              hop: int = HOP_FRAMES) -> Identification:
   """Identifies one recording's ``(136, T)`` spectrogram."""
   return identify_specs(model, index, [spec], k, hop)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PageIdentification:
+  """Result for one page of score (``frontends.page_snippets``).
+
+  Every snippet of the page retrieves its top-k audio excerpts and votes as
+  a recording's windows do (``vote``).
+
+  Attributes:
+    ranking: ``[(piece, score), ...]`` best first, as ``Identification``'s.
+    system: ``(N,)`` each snippet's system on the page (0 = the top one).
+    page_xy: ``(N, 2)`` each snippet's centre on the page, px.
+    best_bar, best_rank, best_time_s: ``(N,)`` per snippet, as
+      ``Identification``'s: the winning piece's best-ranked hit.
+  """
+  ranking: list[tuple[str, float]]
+  system: np.ndarray
+  page_xy: np.ndarray
+  best_bar: np.ndarray
+  best_rank: np.ndarray
+  best_time_s: np.ndarray
+
+
+def identify_page(model, index, page, k: int = TOP_K) -> PageIdentification:
+  """Which indexed piece a page of score shows, and where along it.
+
+  Args:
+    model: ``dccaflax.Model`` (the index's).
+    index: ``dccaflax.index.Index``.
+    page: ``frontends.PageSnippets``.
+    k: audio excerpts retrieved per snippet.
+  """
+  from dccaflax import api  # pylint: disable=g-import-not-at-top
+  emb = api.embed_sheet(model, page.sheets)
+  _, rows = index.search_audio(emb, min(k, len(index)))
+  ident = vote(index, rows, np.ones(len(page), bool),
+               np.zeros(len(page), np.int64))
+  return PageIdentification(ranking=ident.ranking, system=page.system,
+                            page_xy=page.page_xy, best_bar=ident.best_bar,
+                            best_rank=ident.best_rank,
+                            best_time_s=ident.best_time_s)

@@ -149,6 +149,29 @@ def figure(ranking: ranking_lib.Ranking, query: np.ndarray,
   return out
 
 
+def format_page_identification(ident: identify.PageIdentification,
+                               top: int = 5, timeline: bool = True) -> str:
+  """Ranked pieces and the winning piece's bar along the page, as text."""
+  lines = [f'{len(ident.system)} snippets along {int(ident.system.max()) + 1}'
+           ' systems; score = votes (1/rank of each top-k hit) per snippet']
+  lines.append(f'{"rank":>4}  {"score":>6}  piece')
+  for i, (p, s) in enumerate(ident.ranking[:top], 1):
+    lines.append(f'{i:>4}  {s:6.3f}  {p}')
+  if timeline:
+    best = ident.ranking[0][0]
+    lines.append(f'best-matching position in {best} along the page:')
+    lines.append(f'{"system":>6}  {"x_px":>6}  {"bar":>4}  {"hit_rank":>8}  '
+                 f'{"time_s":>7}')
+    for k, (x, _), b, r, t in zip(ident.system, ident.page_xy,
+                                  ident.best_bar, ident.best_rank,
+                                  ident.best_time_s):
+      if b < 0:
+        lines.append(f'{k + 1:>6}  {x:6.0f}  {"-":>4}  {"-":>8}')
+      else:
+        lines.append(f'{k + 1:>6}  {x:6.0f}  {b:>4}  {r:>8}  {t:7.2f}')
+  return '\n'.join(lines)
+
+
 def format_identification(ident: identify.Identification, top: int = 5,
                           timeline: bool = True) -> str:
   """Ranked pieces and the winning piece's bar over time, as text."""

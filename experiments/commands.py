@@ -77,13 +77,18 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
              piece: str | None = None, notehead: int | None = None,
              modality: str = 'sheet', top: int = 10,
              figure_path: str | None = None, data_dir: str | None = None,
-             which: str = 'best', echo=print) -> ranking_lib.Ranking:
+             which: str = 'best', page_step: int = frontends.PAGE_STEP,
+             echo=print):
   """``experiments.retrieve`` as a function (see that module for the flags).
 
   Exactly one query: ``audio_path``, ``sheet``, or ``piece`` + ``notehead``.
+  A ``sheet`` image with more than one staff is a page: every snippet along
+  its systems (``page_step`` px apart) queries the audio, and the pieces are
+  ranked by their votes (``identify.identify_page``).
 
   Returns:
-    the ``ranking.Ranking``; prints the table (and notes) through ``echo``.
+    the ``ranking.Ranking`` (for a page: the ``identify.PageIdentification``);
+    prints the table (and notes) through ``echo``.
 
   Raises:
     QueryError, audio.AudioError: with a message for the user.
@@ -102,6 +107,19 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
     raise QueryError(f'--top must be >= 1, got {top}')
   if audio_path:   # read (and refuse) the audio before loading anything big
     q = frontends.audio_query(audio_path, start, duration)
+  elif sheet and frontends.is_page(sheet):
+    page = frontends.page_snippets(sheet, page_step)
+    if figure_path:
+      raise QueryError('--figure is drawn for one snippet, not for a page')
+    model, idx = load_model_and_index(workdir, index_path, which)
+    for note in page.notes:
+      echo(f'note: {note}')
+    ident = identify.identify_page(model, idx, page, max(top, 1))
+    echo(f'{sheet}: a page, {len(page)} snippets against '
+         f'{len(idx.pieces)} pieces ({len(idx):,} audio excerpts, '
+         f'{idx.split} split)')
+    echo(presentation.format_page_identification(ident, top))
+    return ident
   elif sheet:
     snippet, sheet_notes = frontends.sheet_from_image(sheet, sheet_x)
   model, idx = load_model_and_index(workdir, index_path, which)

@@ -25,6 +25,12 @@ Sheet -> audio::
   N-th (0-based) onset of the piece (--modality audio: its audio excerpt
   queries the sheet snippets instead); the correct result is marked.
 
+  A --sheet image with more than one staff is a page (title, text and all):
+  its staves are found, joined in reading order, and a snippet every
+  --page_step px along them queries the audio; the pieces are ranked by
+  their votes, with the best piece's bar and time along the page
+  (``dccaflax.identify.identify_page``).
+
 Prints the ranked list (piece, bar, onset number, time, cosine score) and,
 with --figure, draws the query above its top results with their ranks (the
 paper's Figure 3); the results' pixels are re-read from the prepared data
@@ -39,6 +45,7 @@ from absl import app
 from absl import flags
 
 from dccaflax import audio
+from dccaflax import frontends
 from experiments import commands
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
@@ -54,6 +61,9 @@ _SHEET = flags.DEFINE_string('sheet', None, 'Sheet image query (PNG).')
 _SHEET_X = flags.DEFINE_float('sheet_x', 0.5, 'Horizontal centre of the '
                               'snippet in a larger --sheet image (fraction '
                               'of its width).')
+_PAGE_STEP = flags.DEFINE_integer(
+    'page_step', frontends.PAGE_STEP, 'Px of the page\'s 4-px-per-staff-space strip between '
+    'the snippets of a --sheet page.')
 _PIECE = flags.DEFINE_string('piece', None, 'Indexed piece: the query (with '
                              '--notehead) or the truth of an --audio query.')
 _NOTEHEAD = flags.DEFINE_integer('notehead', None, '0-based onset number in '
@@ -79,7 +89,7 @@ def main(argv):
           sheet_x=_SHEET_X.value, piece=_PIECE.value,
           notehead=_NOTEHEAD.value, modality=_MODALITY.value, top=_TOP.value,
           figure_path=_FIGURE.value, data_dir=_DATA_DIR.value,
-          which=_WHICH.value, echo=print)
+          which=_WHICH.value, page_step=_PAGE_STEP.value, echo=print)
   except (commands.QueryError, audio.AudioError) as e:
     sys.exit(f'error: {e}')
 
