@@ -21,6 +21,18 @@ File format (``.npz``, no pickles)::
   workdir      ()     str       the model's workdir (for messages only)
   version      ()     int       ``FORMAT_VERSION``
 
+A page index (``build_pages``; ``experiments.index --pages``) holds the
+sheet snippets of score pages a user has, without audio: ``piece`` is the
+page's file name, ``bar`` its system (1 = the top one), ``notehead_x`` the
+snippet's centre in the page's strip, ``onset_frame`` -1, ``audio_emb``
+zeros, ``split`` 'pages', ``data_dir`` the pages' folder, and one more
+array::
+
+  page_xy      (N, 2) float32   snippet centre on the page (x, and y of its
+                                system's middle line), px of the image
+
+It answers audio queries (audio -> sheet) only.
+
 Size: 8k + 16 bytes per pair, e.g. about 9 MB for the ~30,000 pairs of the
 Nottingham test split at k = 32.
 
@@ -44,6 +56,7 @@ import numpy as np
 
 from dccaflax import api
 from dccaflax import batching
+from dccaflax import frontends
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import pieceset
@@ -108,6 +121,12 @@ class Index:
   data_dir: str
   fingerprint: str
   workdir: str = ''
+  page_xy: Optional[np.ndarray] = None    # a page index's (module doc)
+
+  @property
+  def is_pages(self) -> bool:
+    """A page index: sheet snippets of score pages, no audio."""
+    return self.page_xy is not None
 
   def __len__(self) -> int:
     return int(self.piece.shape[0])
@@ -160,7 +179,14 @@ class Index:
 
   def search_audio(self, sheet_queries, k: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Sheet -> audio: ``(Q, k)`` scores and rows of the best excerpts."""
+    """Sheet -> audio: ``(Q, k)`` scores and rows of the best excerpts.
+
+    Raises:
+      ValueError: a page index (it holds no audio).
+    """
+    if self.is_pages:
+      raise ValueError('a page index holds sheet snippets only: query it '
+                       'with audio')
     return search(sheet_queries, self.audio_emb, k)
 
 
@@ -251,6 +277,59 @@ def build(model, data_dir: str, split: str = 'test',
                workdir=os.path.abspath(os.fspath(workdir)) if workdir else '')
 
 
+def build_pages(model, paths, step: int = frontends.PAGE_STEP,
+                workdir: str = '',
+                progress: Optional[Callable[[int, int, float], None]] = None
+                ) -> Index:
+  """A page index: the sheet snippets along every page's systems
+  (``frontends.page_snippets``), embedded.
+
+  Args:
+    model: ``dccaflax.Model``.
+    paths: page images, all in one folder (it is recorded, so figures can
+      re-cut the snippets).
+    step: px of strip between a page's snippets.
+    workdir: the model's workdir, recorded for messages.
+    progress: called as ``progress(pages_done, pages, seconds)``.
+
+  Raises:
+    frontends.QueryError: a page that cannot be read or has no staff;
+    ValueError: no page, pages in several folders or with one name twice.
+  """
+  paths = [os.path.abspath(os.fspath(p)) for p in paths]
+  if not paths:
+    raise ValueError('no page to index')
+  folders = sorted({os.path.dirname(p) for p in paths})
+  if len(folders) > 1:
+    raise ValueError(f'pages must be in one folder, got {folders}')
+  names = [os.path.basename(p) for p in paths]
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ValueError(f'pages named twice: {twice}')
+  parts, t0 = [], time.time()
+  for i, (path, name) in enumerate(sorted(zip(paths, names),
+                                          key=lambda pn: pn[1])):
+    page = frontends.page_snippets(path, step)
+    parts.append((name, page, api.embed_sheet(model, page.sheets)))
+    if progress is not None:
+      progress(i + 1, len(paths), time.time() - t0)
+  emb = np.concatenate([e for _, _, e in parts]).astype(np.float32)
+  n = emb.shape[0]
+  return Index(
+      sheet_emb=emb, audio_emb=np.zeros_like(emb),
+      piece=np.concatenate([[name] * len(p) for name, p, _ in parts]
+                           ).astype(str),
+      notehead_x=np.concatenate([p.strip_x for _, p, _ in parts]),
+      onset_frame=np.full(n, -1, np.int32),
+      bar=np.concatenate([p.system + 1 for _, p, _ in parts]).astype(
+          np.int32),
+      split='pages', data_dir=folders[0],
+      fingerprint=model_fingerprint(model),
+      workdir=os.path.abspath(os.fspath(workdir)) if workdir else '',
+      page_xy=np.concatenate([p.page_xy for _, p, _ in parts]).astype(
+          np.float32))
+
+
 def read_rows(index: Index, rows, data_dir: Optional[str] = None
               ) -> dict[str, np.ndarray]:
   """Re-reads indexed pairs from the prepared data (for figures).
@@ -268,6 +347,8 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
     match the index (a different preparation).
   """
   rows = [int(r) for r in np.asarray(rows).reshape(-1)]
+  if index.is_pages:
+    return _read_page_rows(index, rows, data_dir)
   source = input_pipeline.data_source(data_dir or index.data_dir, 'pairs',
                                       index.split)
   if len(source) < len(index):
@@ -290,6 +371,25 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
           (0, snippets.SPEC_BINS, snippets.SPEC_FRAMES), np.float32)}
 
 
+def _read_page_rows(index: Index, rows, data_dir: Optional[str]):
+  """``read_rows`` of a page index: the snippets re-cut from the pages."""
+  strips = {}
+  sheets = []
+  for r in rows:
+    name = str(index.piece[r])
+    if name not in strips:
+      path = os.path.join(data_dir or index.data_dir, name)
+      try:
+        strips[name] = frontends.page_snippets(path).strip
+      except frontends.QueryError as e:
+        raise FileNotFoundError(str(e)) from e
+    sheets.append(snippets.sheet_snippet(strips[name], index.notehead_x[r]))
+  return {'sheet': np.stack(sheets) if sheets else np.zeros(
+      (0, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), np.uint8),
+          'spec': np.zeros((len(rows), snippets.SPEC_BINS,
+                            snippets.SPEC_FRAMES), np.float32)}
+
+
 # --------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------
@@ -310,7 +410,8 @@ def save(index: Index, path: str | os.PathLike) -> str:
            bar=index.bar, split=np.array(index.split),
            data_dir=np.array(index.data_dir),
            fingerprint=np.array(index.fingerprint),
-           workdir=np.array(index.workdir), version=np.array(FORMAT_VERSION))
+           workdir=np.array(index.workdir), version=np.array(FORMAT_VERSION),
+           **({} if index.page_xy is None else {'page_xy': index.page_xy}))
   os.replace(tmp, path)
   return path
 
@@ -348,6 +449,8 @@ def load(path: str | os.PathLike) -> Index:
                             piece_id.max() >= len(names)):
         raise IndexFileError(f'{path}: piece ids out of range')
       fields['piece'] = names[piece_id]
+      if 'page_xy' in z:
+        fields['page_xy'] = z['page_xy']
   except IndexFileError:
     raise
   except Exception as e:  # zip / npy errors come in many types

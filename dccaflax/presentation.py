@@ -69,6 +69,14 @@ def format_ranking(ranking: ranking_lib.Ranking, index) -> str:
           else 'audio excerpts')
   lines = [f'{ranking.direction}: top {len(ranking.results)} of '
            f'{ranking.n_candidates:,} {what} ({index.split} split)']
+  if getattr(index, 'is_pages', False):
+    lines.append(f'{"rank":>4}  {"score":>6}  {"page":<32} {"system":>6} '
+                 f'{"x_px":>6} {"y_px":>6}')
+    for r in ranking.results:
+      x, y = index.page_xy[r.row]
+      lines.append(f'{r.rank:>4}  {r.score:6.3f}  {r.piece:<32} {r.bar:>6} '
+                   f'{x:6.0f} {y:6.0f}')
+    return '\n'.join(lines)
   lines.append(f'{"rank":>4}  {"score":>6}  {"piece":<32} {"bar":>4} '
                f'{"onset":>5} {"time_s":>7}')
   for r in ranking.results:

@@ -112,6 +112,7 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
     if figure_path:
       raise QueryError('--figure is drawn for one snippet, not for a page')
     model, idx = load_model_and_index(workdir, index_path, which)
+    _needs_audio(idx, index_path)
     for note in page.notes:
       echo(f'note: {note}')
     ident = identify.identify_page(model, idx, page, max(top, 1))
@@ -123,6 +124,8 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
   elif sheet:
     snippet, sheet_notes = frontends.sheet_from_image(sheet, sheet_x)
   model, idx = load_model_and_index(workdir, index_path, which)
+  if not audio_path:
+    _needs_audio(idx, index_path)
   top = min(top, len(idx))
   if audio_path:
     for note in q.notes:
@@ -167,6 +170,13 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
                         figure_path, title)
     echo(f'wrote {figure_path}')
   return ranking
+
+
+def _needs_audio(idx, index_path: str) -> None:
+  """QueryError for a sheet query against a page index (no audio in it)."""
+  if idx.is_pages:
+    raise QueryError(f'{index_path} is a page index (sheet snippets of '
+                     'score pages, no audio): query it with --audio')
 
 
 def identify_file(workdir: str, index_path: str, audio_path: str, *,

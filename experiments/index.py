@@ -1,13 +1,22 @@
-r"""Builds a search index: every sheet snippet and audio excerpt of a split.
+r"""Builds a search index: every sheet snippet and audio excerpt of a split,
+or the sheet snippets of score pages.
 
   python -m experiments.index --workdir MODEL --data_dir DATA --split test \
       --out index.npz
+  python -m experiments.index --workdir MODEL --pages DIR_OR_PNGS \
+      [--page_step 20] --out pages.npz
 
 MODEL is a training workdir (``experiments.train``), DATA the ``--data_dir``
 of ``data_prep.prepare`` (default: the data the model trained on).  The index
 (``dccaflax.index``) holds both embeddings of every pair, its piece / bar /
 onset / notehead position and the model's fingerprint; query it with
 ``experiments.retrieve`` and ``experiments.identify``.
+
+--pages indexes pages of score as they are (several systems, title, text;
+``dccaflax.frontends.page_snippets``): a folder of images (.png, .jpg,
+.jpeg, .tif, .tiff, .bmp) or a comma-separated list of images in one folder.
+Every snippet along every page's systems is embedded; audio queries
+(``experiments.retrieve --audio``) then find the page, system and place.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from absl import app
 from absl import flags
 
 from dccaflax import api
+from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
 
@@ -29,13 +39,23 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to index.')
 _OUT = flags.DEFINE_string('out', 'index.npz', 'Index file (.npz).')
 _LIMIT = flags.DEFINE_integer('limit', None, 'Only the first N pairs.')
+_PAGES = flags.DEFINE_list('pages', None, 'Index score pages instead: a '
+                           'folder of images or images in one folder.')
+_PAGE_STEP = flags.DEFINE_integer('page_step', frontends.PAGE_STEP,
+                                  'Px of page strip between snippets.')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _DATA_DIR.value:   # fail fast, before loading the model
+  pages = None
+  if _PAGES.value:      # fail fast, before loading the model
+    try:
+      pages = page_paths(_PAGES.value)
+    except ValueError as e:
+      sys.exit(f'error: --pages: {e}')
+  elif _DATA_DIR.value:
     try:
       input_pipeline.config_dir(_DATA_DIR.value, 'pairs')
     except FileNotFoundError as e:
@@ -45,6 +65,9 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: cannot load model from {_WORKDIR.value}: {e}')
   data_dir = _DATA_DIR.value or model.config.data_dir
+  if pages:
+    _index_pages(model, pages)
+    return
 
   def progress(done, total, seconds):
     rate = done / max(seconds, 1e-9)
@@ -60,6 +83,43 @@ def main(argv):
   print(f'wrote {path}: {len(index):,} pairs of {len(index.pieces)} pieces '
         f'({index.split} split of {index.data_dir}), model {index.fingerprint}'
         f', {os.path.getsize(path) / 1e6:.1f} MB')
+
+
+_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+
+
+def page_paths(pages: list[str]) -> list[str]:
+  """The images of --pages: a folder's (sorted), or the files named.
+
+  Raises:
+    ValueError: a missing file or folder, or a folder without images.
+  """
+  if len(pages) == 1 and os.path.isdir(pages[0]):
+    out = sorted(os.path.join(pages[0], f) for f in os.listdir(pages[0])
+                 if f.lower().endswith(_IMAGE_EXTENSIONS))
+    if not out:
+      raise ValueError(f'{pages[0]}: no page images ({", ".join(_IMAGE_EXTENSIONS)})')
+    return out
+  missing = [p for p in pages if not os.path.isfile(p)]
+  if missing:
+    raise ValueError(f'no such page image: {", ".join(missing)}')
+  return pages
+
+
+def _index_pages(model, pages):
+  def progress(done, total, seconds):
+    print(f'\rindexed {done}/{total} pages ({seconds:.0f} s)',
+          end='\n' if done == total else '', file=sys.stderr, flush=True)
+  try:
+    index = index_lib.build_pages(model, pages,
+                                  _PAGE_STEP.value, workdir=_WORKDIR.value,
+                                  progress=progress)
+    path = index_lib.save(index, _OUT.value)
+  except (ValueError, frontends.QueryError) as e:
+    sys.exit(f'error: {e}')
+  print(f'wrote {path}: {len(index):,} sheet snippets of '
+        f'{len(index.pieces)} pages in {index.data_dir}, model '
+        f'{index.fingerprint}, {os.path.getsize(path) / 1e6:.1f} MB')
 
 
 if __name__ == '__main__':
