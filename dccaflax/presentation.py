@@ -157,14 +157,18 @@ def figure(ranking: ranking_lib.Ranking, query: np.ndarray,
   return out
 
 
+def _ranked_pieces(ranking: list[tuple[str, float]], top: int) -> list[str]:
+  """The ``top`` pieces of an identification's ranking, a line each."""
+  return [f'{"rank":>4}  {"score":>6}  piece'] + [
+      f'{i:>4}  {s:6.3f}  {p}' for i, (p, s) in enumerate(ranking[:top], 1)]
+
+
 def format_page_identification(ident: identify.PageIdentification,
                                top: int = 5, timeline: bool = True) -> str:
   """Ranked pieces and the winning piece's bar along the page, as text."""
   lines = [f'{len(ident.system)} snippets along {int(ident.system.max()) + 1}'
            ' systems; score = votes (1/rank of each top-k hit) per snippet']
-  lines.append(f'{"rank":>4}  {"score":>6}  piece')
-  for i, (p, s) in enumerate(ident.ranking[:top], 1):
-    lines.append(f'{i:>4}  {s:6.3f}  {p}')
+  lines += _ranked_pieces(ident.ranking, top)
   if timeline:
     best = ident.ranking[0][0]
     lines.append(f'best-matching position in {best} along the page:')
@@ -189,9 +193,7 @@ def format_identification(ident: identify.Identification, top: int = 5,
   lines = [f'{len(ident.centre_s)} windows of 3.2 s every '
            f'{hop_s:.2f} s, {n_vote} voting; '
            'score = votes (1/rank of each top-k hit) per voting window']
-  lines.append(f'{"rank":>4}  {"score":>6}  piece')
-  for i, (p, s) in enumerate(ident.ranking[:top], 1):
-    lines.append(f'{i:>4}  {s:6.3f}  {p}')
+  lines += _ranked_pieces(ident.ranking, top)
   if timeline:
     best = ident.ranking[0][0]
     lines.append(f'best-matching position in {best} over time:')
