@@ -165,9 +165,14 @@ def test_prepared_engraving_pairs_match_lilypond(tmp_path, midi_dir):
   assert (vero['sheet'][:, :, 48:53] < 128).any(axis=(1, 2)).mean() > 0.95
 
 
-def test_benchmark_times_every_font(midi_dir):
-  from data_prep import benchmark
-  r = benchmark.verovio_run(str(midi_dir), 'test', 1)
+def test_benchmark_times_every_font(midi_dir, tmp_path):
+  from tests.test_index import run_cli  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'bench.json'
+  rc, log = run_cli('data_prep.benchmark', '--midi_dir', midi_dir, '--n', 1,
+                    '--verovio', '--out', out)
+  assert rc == 0, log
+  assert 'Verovio' in log and 'core-s' in log
+  r = json.loads(out.read_text())['verovio']
   assert r['pieces'] == 1 and set(r['fonts']) == set(V.FONTS)
   assert all(v['core_s_per_piece'] > 0 and v['wall_s_per_piece'] > 0
              for v in r['fonts'].values())
