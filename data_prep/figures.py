@@ -291,7 +291,7 @@ def draw_collections(data_dir: str, collections, out: str,
 
 
 # The scan-like sheet augmentations of the engravings recipe
-# (experiments/engravings.flags), one row each, then all of them together.
+# (experiments/engravings_scans.flags), one row each, then all of them together.
 SHEET_AUGMENTATIONS = (
     ('rotate 1 deg', dict(sheet_rotate=1.0)),
     ('zoom 15 %', dict(sheet_zoom=0.15)),
