@@ -292,6 +292,12 @@ class _Piece:
   tie: bool            # tied to the next piece
   tuplet: int = -1     # tuplet span start (ticks) or -1
 
+  @property
+  def written(self) -> int:
+    """Its written length in ticks (a triplet's scaled back by 3/2)."""
+    d = self.q - self.p
+    return d * 3 // 2 if self.tuplet >= 0 else d
+
 
 def _tuplet_spans(bounds: list[int], bar_len: int, tpb: int) -> list[tuple[int, int]]:
   """Triplet spans ``[a, b)`` covering the bar positions off the binary grid.
@@ -373,10 +379,7 @@ def _bar_pieces(events, offset, bar_len, levels, tpb):
 
 def _token(piece: _Piece, pitch: str | None, tpb: int) -> str:
   """Source text of one piece (duration scaled back inside a tuplet)."""
-  d = piece.q - piece.p
-  if piece.tuplet >= 0:
-    d = d * 3 // 2
-  dur = duration_token(d, tpb)
+  dur = duration_token(piece.written, tpb)
   if pitch is None:
     return 'r' + dur
   return pitch + dur + ('~' if piece.tie else '')

@@ -33,6 +33,7 @@ import io
 import os
 import re
 import xml.etree.ElementTree as ET
+from xml.sax import saxutils
 
 import numpy as np
 from PIL import Image
@@ -143,7 +144,7 @@ def mei_source(melody: Melody, title: str = '') -> str:
   out = ['<?xml version="1.0" encoding="UTF-8"?>',
          '<mei xmlns="http://www.music-encoding.org/ns/mei" meiversion="5.0">',
          '<meiHead><fileDesc><titleStmt>'
-         + (f'<title>{_xml_text(title)}</title><composer>Trad.</composer>'
+         + (f'<title>{saxutils.escape(title)}</title><composer>Trad.</composer>'
             if title else '<title/>')
          + '</titleStmt><pubStmt/></fileDesc></meiHead>',
          '<music><body><mdiv><score>',
@@ -171,14 +172,11 @@ def mei_source(melody: Melody, title: str = '') -> str:
     # tokens: (xml, tuplet span, beamable, beat index)
     tokens = []
     for k, pc in enumerate(bar.pieces):
-      d = pc.q - pc.p
-      if pc.tuplet >= 0:
-        d = d * 3 // 2
-      if d not in durs:
-        raise EngraveError(f'{melody.name}: a note piece of {d} ticks '
-                           'has no plain or dotted note value')
-        # (the layout splits every piece into note values; a guard only)
-      dur, dots = durs[d]
+      # (the layout splits every piece into note values; a guard only)
+      if pc.written not in durs:
+        raise EngraveError(f'{melody.name}: a note piece of {pc.written} '
+                           'ticks has no plain or dotted note value')
+      dur, dots = durs[pc.written]
       dur_attr = f'dur="{dur}"' + (f' dots="{dots}"' if dots else '')
       if pc.note < 0:
         tokens.append((f'<rest {dur_attr}/>', pc.tuplet, False, None))
@@ -198,18 +196,13 @@ def mei_source(melody: Melody, title: str = '') -> str:
         attr += f' tie="{tie}"'
       ident = f'n{pc.note}' if pc.onset else f'n{pc.note}c{k}_{pc.p}'
       tokens.append((f'<note xml:id="{ident}" {attr}/>', pc.tuplet,
-                     d < tpb, pc.p // beat))
+                     pc.written < tpb, pc.p // beat))
       prev_tied = pc.tie
     body = _group(tokens)
     out.append(f'<measure{attrs}><staff n="1"><layer n="1">{body}'
                '</layer></staff></measure>')
   out += ['</section>', '</score></mdiv></body></music>', '</mei>']
   return '\n'.join(out) + '\n'
-
-
-def _xml_text(text: str) -> str:
-  return (text.replace('&', '&amp;').replace('<', '&lt;')
-          .replace('>', '&gt;'))
 
 
 def _group(tokens) -> str:
@@ -335,12 +328,22 @@ def svg_layout(svg: str, font: str):
   return staves, heads, float(np.median(gaps)), width, margin
 
 
-def _raster(svg: str, scale: float) -> np.ndarray:
+def _raster(svg: str, font: str):
+  """One SVG page rasterised at ``PX_PER_SPACE`` px per staff space (cairosvg)
+  with its :func:`svg_layout` in px of that raster: ``(page, staves,
+  heads)``."""
   import cairosvg  # pylint: disable=import-outside-toplevel
-  png = cairosvg.svg2png(bytestring=svg.encode('utf-8'), scale=scale,
-                         background_color='white')
+  st, hd, spacing, width, (mx, my) = svg_layout(svg, font)
+  outer_w = float(re.search(r'width="([\d.]+)px"', svg).group(1))
+  k = PX_PER_SPACE / spacing            # px per SVG unit
+  png = cairosvg.svg2png(bytestring=svg.encode('utf-8'),
+                         scale=k * width / outer_w, background_color='white')
   with Image.open(io.BytesIO(png)) as im:
-    return np.asarray(im.convert('L'))
+    page = np.asarray(im.convert('L'))
+  staves = [((y + my) * k, int(round((a + mx) * k)), int(round((b + mx) * k)))
+            for y, a, b in st]
+  heads = [(i, (x + mx) * k, (y + my) * k) for i, x, y in hd]
+  return page, staves, heads
 
 
 def page_png(melody: Melody, out_path: str, font: str = 'Leipzig',
@@ -357,10 +360,7 @@ def page_png(melody: Melody, out_path: str, font: str = 'Leipzig',
   tk.setOptions({'header': 'auto'})
   if not tk.loadData(mei_source(melody, title)):
     raise EngraveError(f'{melody.name}: Verovio did not read its MEI')
-  svg = tk.renderToSVG(1)
-  _, _, spacing, width, _ = svg_layout(svg, font)
-  outer_w = float(re.search(r'width="([\d.]+)px"', svg).group(1))
-  page = _raster(svg, PX_PER_SPACE / spacing * width / outer_w)
+  page, _, _ = _raster(tk.renderToSVG(1), font)
   Image.fromarray(page).save(out_path)
   return out_path
 
@@ -383,17 +383,12 @@ def engrave(melody: Melody, font: str = 'Leipzig') -> Engraving:
     raise EngraveError(f'{melody.name}: Verovio did not read its MEI')
   pages, staves, heads, y0 = [], [], [], 0
   for p in range(1, tk.getPageCount() + 1):
-    svg = tk.renderToSVG(p)
     try:
-      st, hd, spacing, width, (mx, my) = svg_layout(svg, font)
+      page, st, hd = _raster(tk.renderToSVG(p), font)
     except EngraveError as e:
       raise EngraveError(f'{melody.name}: {e}') from e
-    outer_w = float(re.search(r'width="([\d.]+)px"', svg).group(1))
-    k = PX_PER_SPACE / spacing            # px per SVG unit
-    page = _raster(svg, k * width / outer_w)
-    staves += [(y0 + (y + my) * k, int(round((a + mx) * k)),
-                int(round((b + mx) * k))) for y, a, b in st]
-    heads += [(i, (x + mx) * k, y0 + (y + my) * k) for i, x, y in hd]
+    staves += [(y0 + y, a, b) for y, a, b in st]
+    heads += [(i, x, y0 + y) for i, x, y in hd]
     pages.append(page)
     y0 += page.shape[0]
   w = max(p.shape[1] for p in pages)

@@ -67,7 +67,8 @@ SPLITS = ('train', 'valid', 'test')
 LILYPOND = 'lilypond'
 # LilyPond with a layout style drawn per piece (engrave.drawn_style).
 LILYPOND_DRAWN = 'lilypond_drawn'
-ENGRAVINGS = (LILYPOND, LILYPOND_DRAWN) + engrave_verovio.ENGRAVINGS
+LILYPOND_ENGRAVINGS = (LILYPOND, LILYPOND_DRAWN)
+ENGRAVINGS = LILYPOND_ENGRAVINGS + engrave_verovio.ENGRAVINGS
 CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
 
 
@@ -342,7 +343,7 @@ def lilypond_style(engraving: str, piece: str) -> engrave_lib.Style:
 def engraving_params(engraving: str, piece: str) -> dict:
   """What an engraving gives a piece: its LilyPond style, or its Verovio
   font (a drawn engraving's drawn values)."""
-  if engraving in (LILYPOND, LILYPOND_DRAWN):
+  if engraving in LILYPOND_ENGRAVINGS:
     return {'engraver': 'lilypond',
             **lilypond_style(engraving, piece).to_json()}
   return {'engraver': 'verovio',
@@ -352,7 +353,7 @@ def engraving_params(engraving: str, piece: str) -> dict:
 def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
   """Engravings (or exceptions) of melodies, from cache or one LilyPond run
   (or Verovio's, for a 'verovio_*' engraving)."""
-  if engraving not in (LILYPOND, LILYPOND_DRAWN):
+  if engraving not in LILYPOND_ENGRAVINGS:
     return _verovio_cached(melodies, cache_dir, engraving)
   code, _ = _codes()
   styles = [lilypond_style(engraving, mel.name) for mel in melodies]
@@ -569,7 +570,7 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
                                 [s for s in files if s in extra_splits])
   check_engraving(engraving, tuple(files))
   try:
-    if engraving in (LILYPOND, LILYPOND_DRAWN):
+    if engraving in LILYPOND_ENGRAVINGS:
       engrave_lib.warm_up()
   except engrave_lib.LilyPondRunError as e:
     raise PrepareError(str(e)) from e
