@@ -16,7 +16,10 @@ tempo factor.  For every such rendering:
 
 The in-distribution row beside them: the paper's protocol on the prepared
 pairs (FluidR3 piano, tempo 1.0) and identification of a fresh FluidR3
-piano rendering at tempo 1.0.  Rendering runs in worker processes (one
+piano rendering at tempo 1.0.  The sheet side is the index's: an index of
+the test pairs in another engraving (``index.build(collection=
+'nottingham:verovio_leland')``) measures held-out performances against a
+held-out engraving.  Rendering runs in worker processes (one
 FluidSynth call per batch of pieces) while the main process embeds.
 """
 
@@ -79,7 +82,8 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
   Args:
     model: the trained model.
     index: its index of the test split (``dccaflax.index``); every indexed
-      piece is identified.
+      piece is identified, and the snippet pairs are its data source's
+      (``index.collection``: Nottingham, in any engraving).
     data_dir: the prepared data (the test ``pairs``).
     midi_dir: Nottingham MIDI folder (train/valid/test).
     tempos: tempo factors of the held-out renderings.
@@ -101,7 +105,12 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
   """
   t0 = time.time()
   sf_path = synth.soundfont_path(soundfont, synth.EVAL_SOUNDFONTS)
-  pairs = input_pipeline.load_pairs(data_dir, 'test', limit)
+  if input_pipeline.split_source(index.collection)[0] != (
+      input_pipeline.NOTTINGHAM):
+    raise ValueError(f'an index of {index.collection}: the robustness '
+                     'evaluation renders the Nottingham test pieces')
+  pairs = input_pipeline.load_pairs(data_dir, 'test', limit,
+                                    collection=index.collection)
   indexed = list(index.pieces)
   missing = sorted(set(pairs['piece']) - set(indexed))
   if missing:
@@ -155,6 +164,7 @@ def evaluate(model: api.Model, index, data_dir: str, midi_dir: str,
     log(f'{label}: A->S R@10 {metrics["a2s"]["R@10"]:.1f}, top-1 '
         f'{rows[-1]["top1"]:.1f} % ({time.time() - t1:.0f} s)')
   return {'rows': rows, 'programs': programs, 'pieces': pieces,
+          'collection': index.collection,
           'n_candidate_pieces': len(indexed),
           'soundfont': sf_path, 'seed': seed, 'k': k, 'hop': hop,
           'n_pairs': int(len(pairs['sheet'])), 'split': index.split,
@@ -172,8 +182,11 @@ def _notes_of_pairs(pairs: dict, pair_notes: dict):
 
 def markdown(result: dict, title: str = 'Robustness') -> str:
   """The evaluation as one Markdown table, the in-distribution row first."""
+  _, engraving = input_pipeline.split_source(
+      result.get('collection', input_pipeline.NOTTINGHAM))
   lines = [f'### {title}', '',
-           f'Test split: the first {result["n_pairs"]:,} pairs (snippets, '
+           f'Test split ({engraving}\'s sheet snippets): the first '
+           f'{result["n_pairs"]:,} pairs (snippets, '
            'both directions, all of them candidates) and '
            f'{len(result["pieces"])} pieces (identification, against all '
            f'{result["n_candidate_pieces"]} indexed scores). Held out: '

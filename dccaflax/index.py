@@ -19,6 +19,11 @@ File format (``.npz``, no pickles)::
   data_dir     ()     str       absolute path of the prepared data
   fingerprint  ()     str       ``model_fingerprint`` of the embedding model
   workdir      ()     str       the model's workdir (for messages only)
+  collection   ()     str       the data source of the pairs
+                                (``input_pipeline.split_source``, e.g.
+                                'nottingham:verovio_leland': the same pairs
+                                with Verovio's snippets); an index written
+                                without it holds 'nottingham'
   version      ()     int       ``FORMAT_VERSION``
 
 A page index (``build_pages``; ``experiments.index --pages``) holds the
@@ -122,6 +127,7 @@ class Index:
   fingerprint: str
   workdir: str = ''
   page_xy: Optional[np.ndarray] = None    # a page index's (module doc)
+  collection: str = input_pipeline.NOTTINGHAM   # the pairs' data source
 
   @property
   def is_pages(self) -> bool:
@@ -221,8 +227,8 @@ def search(queries, candidates: np.ndarray, k: int
 
 def build(model, data_dir: str, split: str = 'test',
           limit: Optional[int] = None, workdir: str = '',
-          progress: Optional[Callable[[int, int, float], None]] = None
-          ) -> Index:
+          progress: Optional[Callable[[int, int, float], None]] = None,
+          collection: str = input_pipeline.NOTTINGHAM) -> Index:
   """Embeds every sheet snippet and audio excerpt of a split.
 
   Streams the ``pairs`` config in chunks of ``READ_CHUNK`` (memory stays
@@ -235,6 +241,9 @@ def build(model, data_dir: str, split: str = 'test',
     limit: only the first N pairs (None: all).
     workdir: the model's workdir, recorded for messages.
     progress: called as ``progress(done, total, seconds)`` after each chunk.
+    collection: whose pairs: a collection, optionally with an engraving
+      (``input_pipeline.split_source``; 'nottingham:verovio_leland' indexes
+      the Nottingham pairs with Verovio's Leland snippets).
 
   Returns:
     ``Index``.
@@ -244,7 +253,10 @@ def build(model, data_dir: str, split: str = 'test',
     empty split.
   """
   data_dir = os.path.abspath(os.fspath(data_dir))
-  source = input_pipeline.data_source(data_dir, 'pairs', split)
+  collection = input_pipeline.source_name(
+      *input_pipeline.split_source(collection))
+  source = input_pipeline.data_source(
+      data_dir, input_pipeline.config_name('pairs', collection), split)
   n = len(source) if limit is None else min(int(limit), len(source))
   if n == 0:
     raise ValueError(f'split {split!r} of {data_dir} holds no pairs')
@@ -274,7 +286,8 @@ def build(model, data_dir: str, split: str = 'test',
                piece=piece.astype(str), notehead_x=notehead_x,
                onset_frame=onset_frame, bar=bar, split=split,
                data_dir=data_dir, fingerprint=model_fingerprint(model),
-               workdir=os.path.abspath(os.fspath(workdir)) if workdir else '')
+               workdir=os.path.abspath(os.fspath(workdir)) if workdir else '',
+               collection=collection)
 
 
 def build_pages(model, paths, step: int = frontends.PAGE_STEP,
@@ -349,8 +362,9 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
   rows = [int(r) for r in np.asarray(rows).reshape(-1)]
   if index.is_pages:
     return _read_page_rows(index, rows, data_dir)
-  source = input_pipeline.data_source(data_dir or index.data_dir, 'pairs',
-                                      index.split)
+  source = input_pipeline.data_source(
+      data_dir or index.data_dir,
+      input_pipeline.config_name('pairs', index.collection), index.split)
   if len(source) < len(index):
     raise IndexFileError(f'{data_dir or index.data_dir} holds {len(source)} '
                          f'{index.split} pairs, the index {len(index)}: '
@@ -410,7 +424,9 @@ def save(index: Index, path: str | os.PathLike) -> str:
            bar=index.bar, split=np.array(index.split),
            data_dir=np.array(index.data_dir),
            fingerprint=np.array(index.fingerprint),
-           workdir=np.array(index.workdir), version=np.array(FORMAT_VERSION),
+           workdir=np.array(index.workdir),
+           collection=np.array(index.collection),
+           version=np.array(FORMAT_VERSION),
            **({} if index.page_xy is None else {'page_xy': index.page_xy}))
   os.replace(tmp, path)
   return path
@@ -451,6 +467,8 @@ def load(path: str | os.PathLike) -> Index:
       fields['piece'] = names[piece_id]
       if 'page_xy' in z:
         fields['page_xy'] = z['page_xy']
+      if 'collection' in z:     # indexes written before it: Nottingham's
+        fields['collection'] = str(z['collection'])
   except IndexFileError:
     raise
   except Exception as e:  # zip / npy errors come in many types

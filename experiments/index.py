@@ -2,7 +2,7 @@ r"""Builds a search index: every sheet snippet and audio excerpt of a split,
 or the sheet snippets of score pages.
 
   python -m experiments.index --workdir MODEL --data_dir DATA --split test \
-      --out index.npz
+      [--collection nottingham:verovio_leland] --out index.npz
   python -m experiments.index --workdir MODEL --pages DIR_OR_PNGS \
       [--page_step 20] --out pages.npz
 
@@ -10,7 +10,9 @@ MODEL is a training workdir (``experiments.train``), DATA the ``--data_dir``
 of ``data_prep.prepare`` (default: the data the model trained on).  The index
 (``dccaflax.index``) holds both embeddings of every pair, its piece / bar /
 onset / notehead position and the model's fingerprint; query it with
-``experiments.retrieve`` and ``experiments.identify``.
+``experiments.retrieve`` and ``experiments.identify``.  --collection picks
+the data source: another collection, or the same pairs in another engraving
+(``data_prep.prepare --engravings``).
 
 --pages indexes pages of score as they are (several systems, title, text;
 ``dccaflax.frontends.page_snippets``): a folder of images (.png, .jpg,
@@ -39,6 +41,9 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
 _SPLIT = flags.DEFINE_string('split', 'test', 'Split to index.')
 _OUT = flags.DEFINE_string('out', 'index.npz', 'Index file (.npz).')
 _LIMIT = flags.DEFINE_integer('limit', None, 'Only the first N pairs.')
+_COLLECTION = flags.DEFINE_string(
+    'collection', 'nottingham', "Whose pairs: '<collection>' or "
+    "'<collection>:<engraving>', e.g. nottingham:verovio_leland.")
 _PAGES = flags.DEFINE_list('pages', None, 'Index score pages instead: a '
                            'folder of images or images in one folder.')
 _PAGE_STEP = flags.DEFINE_integer('page_step', frontends.PAGE_STEP,
@@ -55,11 +60,13 @@ def main(argv):
       pages = page_paths(_PAGES.value)
     except ValueError as e:
       sys.exit(f'error: --pages: {e}')
-  elif _DATA_DIR.value:
+  else:
     try:
-      input_pipeline.config_dir(_DATA_DIR.value, 'pairs')
-    except FileNotFoundError as e:
-      sys.exit(f'error: {e}')
+      config = input_pipeline.config_name('pairs', _COLLECTION.value)
+      if _DATA_DIR.value:
+        input_pipeline.config_dir(_DATA_DIR.value, config)
+    except (FileNotFoundError, ValueError) as e:
+      sys.exit(f'error: --collection / --data_dir: {e}')
   try:
     model = api.load(_WORKDIR.value, _WHICH.value)
   except (FileNotFoundError, ValueError) as e:
@@ -76,12 +83,14 @@ def main(argv):
 
   try:
     index = index_lib.build(model, data_dir, _SPLIT.value, _LIMIT.value,
-                            workdir=_WORKDIR.value, progress=progress)
+                            workdir=_WORKDIR.value, progress=progress,
+                            collection=_COLLECTION.value)
     path = index_lib.save(index, _OUT.value)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')
   print(f'wrote {path}: {len(index):,} pairs of {len(index.pieces)} pieces '
-        f'({index.split} split of {index.data_dir}), model {index.fingerprint}'
+        f'({index.split} split of {index.collection} in {index.data_dir}), '
+        f'model {index.fingerprint}'
         f', {os.path.getsize(path) / 1e6:.1f} MB')
 
 

@@ -2,7 +2,8 @@ r"""Retrieval and identification on performances the model never heard.
 
   python -m experiments.robust_eval --workdir MODEL [--data_dir DATA] \
       [--index index.npz] [--midi_dir DIR] [--tempos 0.67,0.8,1,1.25,1.5] \
-      [--limit 16000] [--pieces N] [--seed 0] [--out_dir DIR]
+      [--limit 16000] [--pieces N] [--seed 0] [--engraving lilypond] \
+      [--out_dir DIR]
 
 The test pieces are rendered with held-out instruments (fiddle, viola,
 piccolo, recorder, tango accordion, honky-tonk piano, alto sax, voice; one
@@ -14,6 +15,11 @@ identification (top-1/top-5/MRR), beside the in-distribution row
 (``data_prep.robust_eval``).  Writes ``robust_eval.md`` and
 ``robust_eval.json`` into --out_dir (default: the workdir).  Without
 --index, the test split of the data is indexed in memory first.
+
+--engraving takes the sheet snippets from another engraving of the same
+test pairs (``data_prep.prepare --engravings verovio_leland --splits
+test``): held-out performances against a held-out engraving.  Its files are
+``robust_eval_<engraving>.md`` / ``.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from data_prep import source
 from data_prep import synth
 from dccaflax import evaluation
 from dccaflax import identify
+from dccaflax import input_pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
                                required=True)
@@ -58,6 +65,10 @@ _WORKERS = flags.DEFINE_integer('workers', None, 'Rendering processes '
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Where to write the JSON and '
                                'Markdown (default: the workdir).')
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'], 'Checkpoint.')
+_ENGRAVING = flags.DEFINE_string(
+    'engraving', input_pipeline.LILYPOND, 'Whose sheet snippets: an '
+    'engraving the test split was prepared in (data_prep.prepare '
+    '--engravings), e.g. verovio_leland.')
 
 
 def main(argv):
@@ -77,6 +88,12 @@ def main(argv):
     sys.exit(f'error: --limit must be >= 1, got {_LIMIT.value}')
   out_dir = _OUT_DIR.value or _WORKDIR.value
   try:
+    collection = input_pipeline.source_name(
+        *input_pipeline.split_source(
+            f'{input_pipeline.NOTTINGHAM}:{_ENGRAVING.value}'))
+  except ValueError as e:
+    sys.exit(f'error: --engraving: {e}')
+  try:
     midi_dir = source.resolve(_MIDI_DIR.value, os.path.join(out_dir, 'midi'))
     synth.soundfont_path(_SOUNDFONT.value, synth.EVAL_SOUNDFONTS)
   except (pipeline.PrepareError, synth.SynthError) as e:
@@ -91,12 +108,18 @@ def main(argv):
     sys.exit(f'error: {e}')
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: cannot load a model from {_WORKDIR.value}: {e}')
+  if _INDEX.value and index.collection != collection:
+    sys.exit(f'error: {_INDEX.value} indexes {index.collection}, '
+             f'--engraving asks for {collection}: build an index of it '
+             f'(experiments.index --collection {collection}) or leave '
+             '--index out')
   data_dir = _DATA_DIR.value or model.config.data_dir
   try:
     if not _INDEX.value:
-      print(f'indexing the test split of {data_dir} ...', flush=True)
+      print(f'indexing the test split of {collection} in {data_dir} ...',
+            flush=True)
       index = index_lib.build(model, data_dir, 'test',
-                              workdir=_WORKDIR.value)
+                              workdir=_WORKDIR.value, collection=collection)
     result = robust_eval.evaluate(
         model, index, data_dir, midi_dir, tempos, limit=_LIMIT.value,
         seed=_SEED.value, soundfont=_SOUNDFONT.value, n_pieces=_PIECES.value,
@@ -107,13 +130,15 @@ def main(argv):
   result['workdir'] = os.path.abspath(_WORKDIR.value)
   result['data_dir'] = os.path.abspath(data_dir)
   md = robust_eval.markdown(result)
+  stem = ('robust_eval' if _ENGRAVING.value == input_pipeline.LILYPOND
+          else f'robust_eval_{_ENGRAVING.value}')
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'robust_eval.json'), 'w') as f:
+  with open(os.path.join(out_dir, f'{stem}.json'), 'w') as f:
     json.dump(result, f, indent=1)
-  with open(os.path.join(out_dir, 'robust_eval.md'), 'w') as f:
+  with open(os.path.join(out_dir, f'{stem}.md'), 'w') as f:
     f.write(md)
   print(md)
-  print(f'wrote {out_dir}/robust_eval.json and robust_eval.md '
+  print(f'wrote {out_dir}/{stem}.json and {stem}.md '
         f'({result["seconds"]:.0f} s)')
 
 

@@ -252,6 +252,19 @@ def real_data(tmp_path_factory, real_midi) -> pathlib.Path:
 
 
 @pytest.fixture(scope='session')
+def leland_data(tmp_path_factory, real_midi) -> pathlib.Path:
+  """The test split of ``real_midi`` engraved by Verovio in the held-out
+  Leland font alone (the ``verovio_leland_pairs`` config): the data_dir."""
+  from data_prep import build  # pylint: disable=g-import-not-at-top
+  data_dir = tmp_path_factory.mktemp('leland_data')
+  report = build.prepare(str(real_midi), str(data_dir), splits=('test',),
+                         limit=REAL_PIECES, workers=2, progress=False,
+                         engraving='verovio_leland')
+  assert report['ok'] == REAL_PIECES, report['skipped']
+  return data_dir
+
+
+@pytest.fixture(scope='session')
 def real_model(tmp_path_factory, real_data) -> pathlib.Path:
   """``tiny_real_config`` trained on ``real_data``: the workdir."""
   from dccaflax import training  # pylint: disable=g-import-not-at-top

@@ -42,3 +42,11 @@ def test_flagfiles_parse_into_configs():
   robust = configs['experiments/nottingham_robust.flags']
   assert robust['renderings'] == 'all' and robust['aug_stretch'] > 0
   assert all(paper[k] == 0 for k in paper if k.startswith('aug_'))
+  # the combination: the robust recipe's audio, the engravings recipe's data
+  both = configs['experiments/engravings_robust.flags']
+  engravings = configs['experiments/engravings.flags']
+  data_keys = {'collections', 'epochs', 'lr_halve_every'}
+  assert both['collections'] != robust['collections']
+  assert {k for k in both if both[k] != robust[k]} == data_keys
+  assert all(both[k] == engravings[k] for k in data_keys)
+  assert all(both[k] == robust[k] for k in both if k.startswith('aug_'))

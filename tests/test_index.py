@@ -123,3 +123,35 @@ def test_index_entry_point(tmp_path, real_model, real_data):
   rc, log = run_cli('experiments.index', '--workdir', real_model,
                     '--data_dir', tmp_path / 'nothing', '--out', out)
   assert rc != 0 and 'error: ' in log and 'no prepared' in log, log
+
+
+def test_index_of_another_engraving(tmp_path, real_model, real_index,
+                                    leland_data):
+  """--collection indexes the same pairs with another engraving's snippets:
+  the same rows and audio, other sheet embeddings, re-read from its config."""
+  out = tmp_path / 'leland.npz'
+  rc, log = run_cli('experiments.index', '--workdir', real_model,
+                    '--data_dir', leland_data, '--out', out, '--limit', 300,
+                    '--collection', 'nottingham:verovio_leland')
+  assert rc == 0, log
+  assert 'nottingham:verovio_leland' in log
+  leland, lily = index_lib.load(out), index_lib.load(real_index)
+  assert leland.collection == 'nottingham:verovio_leland'
+  assert lily.collection == input_pipeline.NOTTINGHAM
+  np.testing.assert_array_equal(leland.onset_frame, lily.onset_frame[:300])
+  np.testing.assert_allclose(leland.audio_emb, lily.audio_emb[:300],
+                             atol=1e-5)
+  assert np.abs(leland.sheet_emb - lily.sheet_emb[:300]).max() > 0.1
+  pairs = input_pipeline.load_pairs(str(leland_data), 'test', 300,
+                                    collection='nottingham:verovio_leland')
+  np.testing.assert_array_equal(
+      index_lib.read_rows(leland, [5, 299])['sheet'], pairs['sheet'][[5, 299]])
+  # an index file written before the field reads as Nottingham's
+  with np.load(out) as z:
+    arrays = {k: z[k] for k in z.files if k != 'collection'}
+  np.savez(tmp_path / 'old.npz', **arrays)
+  assert index_lib.load(tmp_path / 'old.npz').collection == 'nottingham'
+  rc, log = run_cli('experiments.index', '--workdir', real_model,
+                    '--data_dir', leland_data, '--out', out,
+                    '--collection', 'nottingham:a:b')
+  assert rc != 0 and 'error: --collection' in log, log

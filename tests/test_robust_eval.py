@@ -56,3 +56,25 @@ def test_robust_eval_writes_its_table(real_model, real_index, real_midi,
   rc, log = run_cli('experiments.robust_eval', '--workdir', real_model,
                     '--tempos', '0')
   assert rc != 0 and 'error: --tempos' in log
+
+
+def test_robust_eval_against_another_engraving(real_model, real_index,
+                                               real_midi, leland_data,
+                                               tmp_path):
+  """--engraving: held-out performances against the Leland snippets of the
+  same pairs, in files of their own; an index of LilyPond's is refused."""
+  rc, log = run_cli('experiments.robust_eval', '--workdir', real_model,
+                    '--data_dir', leland_data, '--midi_dir', real_midi,
+                    '--engraving', 'verovio_leland', '--tempos', '1',
+                    '--limit', 300, '--out_dir', tmp_path, timeout=600)
+  assert rc == 0, log[-3000:]
+  assert not (tmp_path / 'robust_eval.json').exists()
+  result = json.loads(
+      (tmp_path / 'robust_eval_verovio_leland.json').read_text())
+  assert result['collection'] == 'nottingham:verovio_leland'
+  assert result['n_pairs'] == 300 and len(result['rows']) == 2
+  assert "verovio_leland's sheet snippets" in (
+      tmp_path / 'robust_eval_verovio_leland.md').read_text()
+  rc, log = run_cli('experiments.robust_eval', '--workdir', real_model,
+                    '--index', real_index, '--engraving', 'verovio_leland')
+  assert rc != 0 and 'indexes nottingham, --engraving asks' in log, log
