@@ -56,7 +56,9 @@ def load(workdir: str | os.PathLike, which: str = 'best') -> Model:
   """Rebuilds a trained model from a training workdir alone.
 
   Args:
-    workdir: the ``--workdir`` of ``experiments.train``.
+    workdir: the ``--workdir`` of ``experiments.train``, or the name of a
+      model shipped in the repository's ``models/`` (e.g.
+      ``'nottingham_paper'``; ``checkpoints.shipped_models()``).
     which: 'best' (best validation R@10; falls back to 'last' when absent)
       or 'last' (the newest checkpoint).
 
@@ -64,11 +66,12 @@ def load(workdir: str | os.PathLike, which: str = 'best') -> Model:
     ``Model``.
 
   Raises:
-    FileNotFoundError: no ``config.json`` or no checkpoint.
+    FileNotFoundError: no such folder or shipped model, no
+      ``config.json`` or no checkpoint.
     ValueError: unknown ``which``.
   """
   config, variables, projection, epoch = checkpoints.restore_model(
-      os.fspath(workdir), which)
+      checkpoints.resolve(workdir), which)
   return Model(module=config_lib.model_from_config(config),
                variables=variables, projection=projection, config=config,
                epoch=epoch)

@@ -13,7 +13,9 @@ Everything needed to rebuild a model lives in its workdir::
 
 Reading a model for inference (``restore_model``) needs the config and the
 'model' item only, not the trainer: the restore target is built from the
-config (``inference_target``).  Checkpoints are written with orbax, one kept
+config (``inference_target``).  Models shipped with the repository live in
+``models/<name>/`` (each with its model card, ``README.md``) and are found
+by name (``resolve``).  Checkpoints are written with orbax, one kept
 per folder, synchronously.
 """
 
@@ -41,6 +43,61 @@ LAST_DIR = 'checkpoints'
 BEST_DIR = 'best'
 
 
+# Shipped models: <repository>/models/<name>/ (or $DCCAFLAX_MODELS/<name>/).
+MODELS_ENV = 'DCCAFLAX_MODELS'
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_DIR = os.path.join(REPO_ROOT, 'models')
+
+
+def portable_path(path: str) -> str:
+  """``path`` relative to the repository's root when it lies inside it
+  (as a shipped model's files record their data), else unchanged."""
+  if not path:
+    return path
+  full = os.path.abspath(path)
+  if full.startswith(REPO_ROOT + os.sep):
+    return os.path.relpath(full, REPO_ROOT)
+  return path
+
+
+def shipped_models() -> dict[str, str]:
+  """Name -> folder of every shipped model (a folder of ``models/``, or of
+  ``$DCCAFLAX_MODELS`` first, that holds a ``config.json``)."""
+  found = {}
+  for root in (SHIPPED_DIR, os.environ.get(MODELS_ENV)):
+    if root and os.path.isdir(root):
+      for name in sorted(os.listdir(root)):
+        if os.path.isfile(os.path.join(root, name, CONFIG_FILE)):
+          found[name] = os.path.join(root, name)
+  return found
+
+
+def resolve(model: str | os.PathLike) -> str:
+  """A workdir from a path, or from the name of a shipped model.
+
+  Args:
+    model: a training workdir (any path that is a folder), or a bare name
+      such as ``'nottingham_paper'`` (``shipped_models()``).
+
+  Returns:
+    The absolute path of the workdir.
+
+  Raises:
+    FileNotFoundError: neither a folder nor a shipped model's name; the
+      message lists the shipped models.
+  """
+  model = os.fspath(model)
+  if os.path.isdir(model):
+    return os.path.abspath(model)
+  shipped = shipped_models()
+  if os.sep not in model and model in shipped:
+    return shipped[model]
+  raise FileNotFoundError(
+      f'no model {model!r}: not a folder, nor the name of a shipped model '
+      f'({", ".join(shipped) or "none found in " + SHIPPED_DIR}); give a '
+      'training workdir or one of those names')
+
+
 # --------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------
@@ -50,6 +107,9 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
   """Writes ``config.json``; warns when resuming with different settings."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = config.to_json()
+  # A data folder inside the repository is stored relative to its root, so
+  # a workdir (a shipped model) names no folder of the machine it ran on.
+  new['data_dir'] = portable_path(new['data_dir'])
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
@@ -71,7 +131,10 @@ def read_config(workdir: str) -> config_lib.TrainConfig:
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} not found: not a training workdir')
   with open(path) as f:
-    return config_lib.TrainConfig.from_json(json.load(f))
+    d = json.load(f)
+  if d.get('data_dir') and not os.path.isabs(d['data_dir']):
+    d['data_dir'] = os.path.join(REPO_ROOT, d['data_dir'])   # see above
+  return config_lib.TrainConfig.from_json(d)
 
 
 # --------------------------------------------------------------------------

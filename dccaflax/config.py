@@ -42,7 +42,12 @@ class TrainConfig:
       'float32', 'Convolution compute dtype (BatchNorm and DCCA stay '
       'float32).', choices=('float32', 'bfloat16'))
   epochs: int = _setting(100, 'Epochs (passes over all training pairs, last '
-                         'partial batch dropped).')
+                         'partial batch dropped; see epoch_pairs).')
+  epoch_pairs: int = _setting(
+      0, 'Pairs per epoch: 0 = one pass over all training pairs; N = '
+      'N // batch_size steps of the stream of passes, so that evaluations, '
+      'checkpoints, time-budget stops and lr_halve_every come that often '
+      '(on a CPU a full-width pass takes over an hour).')
   batch_size: int = _setting(100, 'Pairs per SGD step.')
   learning_rate: float = _setting(0.1, 'Initial learning rate.')
   momentum: float = _setting(0.9, 'SGD momentum.')

@@ -30,6 +30,7 @@ import numpy as np
 from dccaflax import api
 from dccaflax import batching
 from dccaflax import cca
+from dccaflax import checkpoints
 from dccaflax import input_pipeline
 from dccaflax import models
 from dccaflax import pieceset
@@ -454,11 +455,15 @@ def write_results(workdir: str, stem: str, table: str, model: api.Model,
   Returns:
     the two paths.
   """
+  workdir = checkpoints.resolve(workdir)     # a folder or a shipped name
   md, js = (os.path.join(workdir, f'{stem}.{ext}') for ext in ('md', 'json'))
   with open(md, 'w') as f:
     f.write(table)
+  config = model.config.to_json()
+  config['data_dir'] = checkpoints.portable_path(config['data_dir'])
   with open(js, 'w') as f:
-    json.dump({'workdir': os.path.abspath(workdir), 'which': which,
-               'epoch': model.epoch, 'data_dir': data_dir,
-               'config': model.config.to_json(), **fields}, f, indent=2)
+    json.dump({'workdir': checkpoints.portable_path(workdir),
+               'which': which, 'epoch': model.epoch,
+               'data_dir': checkpoints.portable_path(data_dir),
+               'config': config, **fields}, f, indent=2)
   return md, js

@@ -427,18 +427,37 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
   return n // batch_size
 
 
-def epoch_batches(seed: int, epoch: int, n: int, batch_size: int
-                  ) -> np.ndarray:
+def epoch_batches(seed: int, epoch: int, n: int, batch_size: int,
+                  epoch_steps: Optional[int] = None) -> np.ndarray:
   """Pair indices of every batch of an epoch, remainder dropped.
 
+  By default an epoch is one pass over the ``n`` pairs in the order
+  ``epoch_permutation(seed, epoch)``.  With ``epoch_steps`` an epoch is
+  that many batches of the stream of such passes (pass ``p`` in the order
+  ``epoch_permutation(seed, p)``, its remainder dropped): epoch ``e`` takes
+  stream batches ``e * epoch_steps ... (e + 1) * epoch_steps - 1``, so
+  shorter epochs (checkpoints, evaluations, time-budget stops) see the
+  data exactly as full passes would; ``epoch_steps = n // batch_size`` is
+  the default.
+
   Returns:
-    (n // batch_size, batch_size) int32.
+    (steps, batch_size) int32, steps = ``epoch_steps`` or
+    ``n // batch_size``.
 
   Raises:
-    ValueError: fewer than ``batch_size`` pairs.
+    ValueError: fewer than ``batch_size`` pairs, or ``epoch_steps < 1``.
   """
   steps = steps_per_epoch(n, batch_size)
   if steps == 0:
     raise ValueError(f'{n} pairs is less than one batch of {batch_size}')
-  order = epoch_permutation(seed, epoch, n)[:steps * batch_size]
-  return order.reshape(steps, batch_size).astype(np.int32)
+  pass_batches = lambda p: epoch_permutation(seed, p, n)[
+      :steps * batch_size].reshape(steps, batch_size)
+  if epoch_steps is None or epoch_steps == steps:
+    return pass_batches(epoch).astype(np.int32)
+  if epoch_steps < 1:
+    raise ValueError(f'epoch_steps must be >= 1, got {epoch_steps}')
+  first, last = epoch * epoch_steps, (epoch + 1) * epoch_steps   # stream
+  rows = [pass_batches(p) for p in range(first // steps,
+                                          (last - 1) // steps + 1)]
+  start = first - first // steps * steps
+  return np.concatenate(rows)[start:start + epoch_steps].astype(np.int32)

@@ -43,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dccaflax import layers
 from dccaflax import level
 from dccaflax import snippets
 
@@ -99,6 +100,9 @@ class Tower(nn.Module):
       (``normalize_spec``) or None (cast to float32 only).
     level_norm: for ``'audio'``: each excerpt to the reference level by
       this ``dccaflax.level`` method (``'none'``: the paper's input).
+    cpu_kernels: convolutions and max pooling as ``dccaflax.layers``
+      writes them for XLA:CPU (True), XLA's own (False), or by the default
+      backend (None); the same maths either way.
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
@@ -108,6 +112,7 @@ class Tower(nn.Module):
   axis_name: Optional[str] = None
   input_kind: Optional[str] = None
   level_norm: str = level.NONE
+  cpu_kernels: Optional[bool] = None
 
   def _bn(self, train: bool) -> nn.BatchNorm:
     """Float32 BatchNorm (statistics, scale/bias and output)."""
@@ -119,7 +124,8 @@ class Tower(nn.Module):
   def _conv(self, features: int, size: int) -> nn.Conv:
     """Bias-free conv (a BatchNorm follows) computing in ``self.dtype``."""
     return nn.Conv(features, (size, size), padding='SAME', use_bias=False,
-                   dtype=self.dtype, param_dtype=jnp.float32)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=layers.flax_conv(self.cpu_kernels))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -149,7 +155,7 @@ class Tower(nn.Module):
       for _ in range(2):
         x = self._conv(features, 3)(x)
         x = nn.elu(self._bn(train)(x)).astype(self.dtype)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+      x = layers.max_pool(x, self.cpu_kernels)
     x = self._conv(self.out_dim, 1)(x)
     x = self._bn(train)(x)                             # float32, LINEAR
     return jnp.mean(x, axis=(1, 2))                    # (N, out_dim)
@@ -169,6 +175,7 @@ class DCCAModel(nn.Module):
     axis_name: BatchNorm cross-device axis name, or None.
     level_norm: audio excerpts to the reference level by this method
       (``normalize_spec``); ``'none'``: the paper's input.
+    cpu_kernels: ``Tower.cpu_kernels`` (None: by the default backend).
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = PAPER_OUT_DIM
@@ -176,11 +183,12 @@ class DCCAModel(nn.Module):
   bn_momentum: float = PAPER_BN_MOMENTUM
   axis_name: Optional[str] = None
   level_norm: str = level.NONE
+  cpu_kernels: Optional[bool] = None
 
   def setup(self):
     kw = dict(widths=tuple(self.widths), out_dim=self.out_dim,
               dtype=self.dtype, bn_momentum=self.bn_momentum,
-              axis_name=self.axis_name)
+              axis_name=self.axis_name, cpu_kernels=self.cpu_kernels)
     self.sheet_tower = Tower(input_kind=SHEET, **kw)
     self.audio_tower = Tower(input_kind=AUDIO, level_norm=self.level_norm,
                              **kw)

@@ -190,7 +190,17 @@ def _checked(config: config_lib.TrainConfig, n_train: int):
   steps_per_epoch = input_pipeline.steps_per_epoch(n_train, config.batch_size)
   if steps_per_epoch == 0:
     raise ValueError(f'{n_train} training pairs < batch {config.batch_size}')
-  return augment, steps_per_epoch
+  return augment, epoch_steps(config, n_train)
+
+
+def epoch_steps(config: config_lib.TrainConfig, n_train: int) -> int:
+  """SGD steps of one epoch: a pass over ``n_train`` pairs, or
+  ``config.epoch_pairs // batch_size`` (at least one)."""
+  if config.epoch_pairs < 0:
+    raise ValueError(f'epoch_pairs must be >= 0, got {config.epoch_pairs}')
+  if config.epoch_pairs:
+    return max(1, config.epoch_pairs // config.batch_size)
+  return input_pipeline.steps_per_epoch(n_train, config.batch_size)
 
 
 class _Clock:
@@ -261,7 +271,8 @@ class Stepper:
     """One epoch of SGD steps: ``(state, finite losses of each model)``."""
     config, single = self.config, len(self.seeds) == 1
     batches = np.stack([input_pipeline.epoch_batches(
-        seed, epoch, n_train, config.batch_size) for seed in self.seeds])
+        seed, epoch, n_train, config.batch_size,
+        epoch_steps(config, n_train)) for seed in self.seeds])
     steps = batches.shape[1]
     batches = batches[0] if single else batches        # ([K,] S, B)
     fused = config.steps_per_dispatch > 1

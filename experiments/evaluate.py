@@ -31,9 +31,11 @@ from absl import flags
 from absl import logging
 
 import dccaflax
+from dccaflax import checkpoints
 from dccaflax import evaluation
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
                                 '(default: the one the run trained on).')
@@ -49,16 +51,19 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  workdir = _WORKDIR.value
+  try:
+    workdir = checkpoints.resolve(_WORKDIR.value)   # a folder or a name
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from e
   model = dccaflax.load(workdir, _WHICH.value)
   data_dir = _DATA_DIR.value or model.config.data_dir
   rows, = evaluation.paper_protocol([model], data_dir, _SPLITS.value,
                                     _LIMIT.value, _FULL.value, logging.info)
   cfg = model.config
-  title = (f'{os.path.abspath(workdir)}: {_WHICH.value} checkpoint (epoch '
-           f'{model.epoch}), width {cfg.width:g}'
+  title = (f'{checkpoints.portable_path(workdir)}: {_WHICH.value} checkpoint '
+           f'(epoch {model.epoch}), width {cfg.width:g}'
            + ('' if cfg.width == 1.0 else ' (NARROW, not the paper\'s model)')
-           + f', data {data_dir}')
+           + f', data {checkpoints.portable_path(data_dir)}')
   table = evaluation.markdown_table(rows, title)
   print(table)
   paths = evaluation.write_results(workdir, 'eval', table, model,

@@ -23,7 +23,8 @@ from dccaflax import audio
 from dccaflax import identify
 from experiments import commands
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _INDEX = flags.DEFINE_string('index', None, 'Index built by '
                              'experiments.index with this model.',

@@ -30,7 +30,8 @@ from data_prep import source
 from data_prep import synth
 from dccaflax import identify
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _INDEX = flags.DEFINE_string('index', None, 'Index built by '
                              'experiments.index with this model.',

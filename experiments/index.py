@@ -34,7 +34,8 @@ from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
                                 '(default: the model\'s training data).')

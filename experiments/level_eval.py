@@ -34,7 +34,8 @@ from dccaflax import level
 from dccaflax import retrieval
 from dccaflax import snippets
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared TFDS data '
                                 '(default: the one the run trained on).')

@@ -48,7 +48,8 @@ from dccaflax import audio
 from dccaflax import frontends
 from experiments import commands
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _INDEX = flags.DEFINE_string('index', None, 'Index built by '
                              'experiments.index with this model.',

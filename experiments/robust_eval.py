@@ -39,7 +39,8 @@ from dccaflax import evaluation
 from dccaflax import identify
 from dccaflax import input_pipeline
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model workdir.',
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
+                               'or the name of a shipped model (models/).',
                                required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Prepared data (default: '
                                 "the model's training data).")

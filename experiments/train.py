@@ -12,6 +12,14 @@ Running the same command again continues from the last checkpoint with the
 same data order, ending with the same parameters as an uninterrupted run.
 Evaluate with ``python -m experiments.evaluate --workdir DIR``.
 
+A campaign in sessions of limited time (``--budget_s``): training stops
+before an epoch that would not end (evaluated and checkpointed) within the
+budget, and the same command later -- on this machine or another with the
+data prepared -- continues from there::
+
+  python -m experiments.train --flagfile=experiments/nottingham_cpu.flags \
+      --workdir models/nottingham_paper --budget_s 5400
+
 Every field of ``dccaflax.config.TrainConfig`` is a flag of the same name,
 with the field's default and help text (``--helpfull`` lists them).
 """
@@ -19,6 +27,7 @@ with the field's default and help text (``--helpfull`` lists them).
 from __future__ import annotations
 
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -37,6 +46,12 @@ flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() '
                   'JAX_PROCESS_ID).  The workdir must be on a file system '
                   'all hosts share.')
 
+_BUDGET_S = flags.DEFINE_float(
+    'budget_s', None, 'Seconds this run may take from its start (data '
+    'loading included): no epoch is begun that would not end, evaluated '
+    'and checkpointed, in time (the first epoch measures the speed). '
+    'Default: run all --epochs.')
+
 FLAGS = flags.FLAGS
 config_flags.define()
 
@@ -44,6 +59,11 @@ config_flags.define()
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  deadline = None
+  if _BUDGET_S.value is not None:
+    if _BUDGET_S.value <= 0:
+      raise app.UsageError(f'--budget_s must be > 0, got {_BUDGET_S.value}')
+    deadline = time.time() + _BUDGET_S.value
   if FLAGS.multihost:
     jax.distributed.initialize()
   config = config_flags.config()
@@ -55,7 +75,7 @@ def main(argv):
                     'model; numbers are not comparable to Table 2.',
                     config.width)
   try:
-    training.train_and_evaluate(config, _WORKDIR.value)
+    training.train_and_evaluate(config, _WORKDIR.value, deadline=deadline)
   except (training.NonFiniteError, FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')
 

@@ -24,11 +24,17 @@ def test_benchmark_functions_run_and_report():
   assert ret['latency_s'] > 0 and ret['candidates'] == 300
   result = {'device': 'cpu', 'platform': 'cpu', 'jax': 'x', 'width': 0.125,
             'train': [train], 'embed': [embed], 'retrieval': [ret]}
-  peer = [{'peer': 'torch', 'batch': 8, 'compile': True,
-           'bf16_autocast': False, 'channels_last': False,
-           'pairs_per_s': 100.0}]
+  peer = [{'peer': 'torch', 'batch': 8, 'compile': False,
+           'bf16_autocast': False, 'channels_last': cl,
+           'pairs_per_s': speed} for cl, speed in ((False, 60.0),
+                                                   (True, 100.0))]
+  peer.append({**peer[0], 'bf16_autocast': True, 'pairs_per_s': 500.0})
+  result['torch_peer'] = peer
   result['torch_ratio'] = benchmark.peer_ratios([train], peer)
+  # against the peer's best configuration of the dtype (no bf16 row of ours)
+  assert len(result['torch_ratio']) == 1
   assert result['torch_ratio'][0]['ratio'] == train['pairs_per_s'] / 100
+  assert result['torch_ratio'][0]['torch_config'] == 'eager, channels_last'
   table = benchmark.format_table(result)
   assert 'pairs/s' in table and 'vs PyTorch peer' in table
 

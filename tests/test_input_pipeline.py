@@ -143,6 +143,22 @@ def test_epoch_batches_deterministic():
     ip.epoch_batches(0, 0, 99, 100)
 
 
+
+def test_shorter_epochs_cut_the_same_passes():
+  """``epoch_steps``: epochs of a few batches follow the stream of full
+  passes, crossing pass ends, and one pass long equals the default."""
+  passes = np.concatenate([ip.epoch_batches(1, p, 1050, 100)
+                           for p in range(6)])
+  short = np.concatenate([ip.epoch_batches(1, e, 1050, 100, epoch_steps=3)
+                          for e in range(13)])
+  np.testing.assert_array_equal(short, passes[:39])
+  np.testing.assert_array_equal(ip.epoch_batches(1, 2, 1050, 100, 10),
+                                ip.epoch_batches(1, 2, 1050, 100))
+  long = ip.epoch_batches(1, 1, 1050, 100, epoch_steps=25)   # 2.5 passes
+  np.testing.assert_array_equal(long, passes[25:50])
+  with pytest.raises(ValueError, match='epoch_steps'):
+    ip.epoch_batches(1, 0, 1050, 100, epoch_steps=0)
+
 def test_tfds_pairs_and_pieces_agree(synthetic_data):
   pairs = ip.load_pairs(synthetic_data, 'valid')
   ps = ip.load_pieces(synthetic_data, 'valid')
