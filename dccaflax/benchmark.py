@@ -40,6 +40,7 @@ import numpy as np
 from dccaflax import audio
 from dccaflax import config as config_lib
 from dccaflax import evaluation
+from dccaflax import layers
 from dccaflax import models
 from dccaflax import pieceset
 from dccaflax import retrieval
@@ -50,7 +51,8 @@ from dccaflax import training
 
 TRAIN_PAIRS = 125_053   # full batches of 100 over the training split's pairs
 # Settings of ``run_all``: 'gpu' for an accelerator (the paper's width),
-# 'quick' a CPU smoke run of a minute or two, 'tiny' the test suite's.
+# 'cpu' the paper's width on a CPU (what training runs), 'quick' a CPU
+# smoke run of a minute or two, 'tiny' the test suite's.
 PRESETS = {
     'gpu': dict(width=1.0, batch_sizes=[100, 1000],
                 dtypes=['float32', 'bfloat16'], steps_per_dispatch=[1, 20],
@@ -60,6 +62,10 @@ PRESETS = {
                   dtypes=['float32', 'bfloat16'], steps_per_dispatch=[1, 4],
                   models_side_by_side=[1, 2], queries=[1, 1000],
                   candidates=[16000, 100_000], repeats=2, embed_batch=500),
+    'cpu': dict(width=1.0, batch_sizes=[100], dtypes=['float32', 'bfloat16'],
+                steps_per_dispatch=[1], models_side_by_side=[1],
+                queries=[1, 1000], candidates=[16000], repeats=2,
+                embed_batch=1000),
     'tiny': dict(width=0.125, batch_sizes=[16], dtypes=['float32'],
                  steps_per_dispatch=[1], models_side_by_side=[1, 2],
                  queries=[1], candidates=[1000], repeats=1, embed_batch=32),
@@ -125,7 +131,8 @@ def bench_train(width: float, dtype: str, batch_size: int,
                 steps_per_dispatch: int, repeats: int,
                 arrays: Optional[pieceset.Arrays] = None,
                 train_pairs: int = TRAIN_PAIRS, models_side_by_side: int = 1,
-                epoch_steps: Optional[int] = None) -> dict:
+                epoch_steps: Optional[int] = None,
+                cpu_kernels: Optional[bool] = None) -> dict:
   """Pairs/s of the training loop's epoch (``training.Stepper.epoch``).
 
   Args:
@@ -136,11 +143,14 @@ def bench_train(width: float, dtype: str, batch_size: int,
     train_pairs: pairs of the real training split, for ``epoch_s``.
     models_side_by_side: K models in one vmapped step (seeds 0 ... K-1).
     epoch_steps: steps of a timed "epoch" (default: 2 dispatches, >= 8).
+    cpu_kernels: the towers' layers (``models.Tower.cpu_kernels``): None
+      as training runs them (by the platform), False XLA's stock ones.
 
   Returns:
     dict: 'width', 'dtype', 'batch', 'steps_per_dispatch', 'models',
-    'pairs_per_s' (all models together), 's_per_step', 'epoch_s' (one
-    epoch of ``train_pairs`` for each of the K models).
+    'layers' ('cpu' or 'xla'), 'pairs_per_s' (all models together),
+    's_per_step', 'epoch_s' (one epoch of ``train_pairs`` for each of the
+    K models).
   """
   n_steps = epoch_steps or max(2 * steps_per_dispatch, 8)
   if arrays is None:
@@ -150,7 +160,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
       width=width, dtype=dtype, batch_size=batch_size, learning_rate=0.01,
       steps_per_dispatch=steps_per_dispatch, log_every=10**9,
       level_norm=_LEVEL_NORM)
-  model = config_lib.model_from_config(config)
+  model = config_lib.model_from_config(config).clone(cpu_kernels=cpu_kernels)
   optimizer = steps.make_optimizer(0.01, 0.9, 25, 1000)
   seeds = list(range(models_side_by_side))
   stepper = training.Stepper(config, model, optimizer, steps.Augment(),
@@ -165,9 +175,10 @@ def bench_train(width: float, dtype: str, batch_size: int,
 
   per_step = time_call(call, repeats) / (n_train // batch_size)
   pairs_per_s = batch_size * len(seeds) / per_step
+  layers_used = 'cpu' if layers.use_cpu_kernels(cpu_kernels) else 'xla'
   return {'width': width, 'dtype': dtype, 'batch': batch_size,
           'steps_per_dispatch': steps_per_dispatch, 'models': len(seeds),
-          'pairs_per_s': pairs_per_s, 's_per_step': per_step,
+          'layers': layers_used, 'pairs_per_s': pairs_per_s, 's_per_step': per_step,
           'epoch_s': per_step * (train_pairs // batch_size)}
 
 
@@ -256,7 +267,7 @@ def peer_ratios(train_rows: Sequence[dict], peer_rows: Sequence[dict]
     for batch in sorted({r['batch'] for r in train_rows}):
       ours = [r['pairs_per_s'] for r in train_rows
               if r['dtype'] == dtype and r['batch'] == batch
-              and r.get('models', 1) == 1]
+              and r.get('models', 1) == 1 and r.get('layers') != 'xla']
       peer = [r for r in peer_rows
               if r.get('batch') == batch and 'pairs_per_s' in r
               and bool(r.get('bf16_autocast')) == bf16]
@@ -281,14 +292,17 @@ def run_all(width: float, batch_sizes: Sequence[int], dtypes: Sequence[str],
             candidates: Sequence[int], repeats: int,
             train_pairs: int = TRAIN_PAIRS, embed_batch: int = 1000,
             renderings: int = 1, models_side_by_side: Sequence[int] = (),
-            deadline: Optional[float] = None,
+            deadline: Optional[float] = None, stock_layers: bool = False,
             log: Callable[[str], None] = print) -> dict:
   """Every measurement; the JSON the command writes.
 
   Training rows, most wanted first: one model at the first batch size (every
   dtype and steps per dispatch), then K models side by side there (each K of
   ``models_side_by_side`` above 1; the first dtype, every steps per
-  dispatch), then one model at the other batch sizes.  Past ``deadline``
+  dispatch), then one model at the other batch sizes; with
+  ``stock_layers``, first the same one-model rows with XLA's own
+  convolution and pooling gradients (the step before ``dccaflax.layers``),
+  for a before/after in one run.  Past ``deadline``
   (``time.time()``) the remaining training rows are skipped and listed.
 
   Returns:
@@ -307,20 +321,25 @@ def run_all(width: float, batch_sizes: Sequence[int], dtypes: Sequence[str],
             'width': width, 'train': [], 'embed': [], 'retrieval': [],
             'skipped': []}
   first, rest = batch_sizes[0], batch_sizes[1:]
-  settings = [(d, first, k, 1) for d in dtypes for k in steps_per_dispatch]
-  settings += [(dtypes[0], first, k, m) for m in models_side_by_side if m > 1
+  settings = [(d, first, k, 1, None) for d in dtypes
+              for k in steps_per_dispatch]
+  if stock_layers:
+    settings = [s[:4] + (False,) for s in settings] + settings
+  settings += [(dtypes[0], first, k, m, None) for m in models_side_by_side
+               if m > 1 for k in steps_per_dispatch]
+  settings += [(d, b, k, 1, None) for b in rest for d in dtypes
                for k in steps_per_dispatch]
-  settings += [(d, b, k, 1) for b in rest for d in dtypes
-               for k in steps_per_dispatch]
-  for dtype, batch, k, m in settings:
-    what = f'train {dtype} batch {batch} x{k}' + (f', {m} models' if m > 1
-                                                  else '')
+  for dtype, batch, k, m, cpu_kernels in settings:
+    what = (f'train {dtype} batch {batch} x{k}'
+            + (f', {m} models' if m > 1 else '')
+            + (', stock XLA layers' if cpu_kernels is False else ''))
     if deadline is not None and time.time() > deadline:
       log(f'{what}: skipped (time budget)')
       result['skipped'].append({'dtype': dtype, 'batch': batch,
                                 'steps_per_dispatch': k, 'models': m})
       continue
-    r = bench_train(width, dtype, batch, k, repeats, arrays, train_pairs, m)
+    r = bench_train(width, dtype, batch, k, repeats, arrays, train_pairs, m,
+                    cpu_kernels=cpu_kernels)
     log(f'{what}: {r["pairs_per_s"]:.0f} pairs/s')
     result['train'].append(r)
   for dtype in dtypes:
@@ -340,12 +359,13 @@ def format_table(result: dict) -> str:
   lines = [f'device: {result["device"]} ({result["platform"]}), jax '
            f'{result["jax"]}, tower width {result["width"]:g}, '
            f'{result.get("renderings", 1)} rendering(s) sampled per step', '',
-           '| training (the loop\'s path) | batch | steps/dispatch | models | '
-           'pairs/s (all models) | ms/step | epoch (s) |',
-           '|---|---|---|---|---|---|---|']
+           '| training (the loop\'s path) | layers | batch | steps/dispatch | '
+           'models | pairs/s (all models) | ms/step | epoch (s) |',
+           '|---|---|---|---|---|---|---|---|']
   for r in result['train']:
-    lines.append(f'| {r["dtype"]} | {r["batch"]} | {r["steps_per_dispatch"]}'
-                 f' | {r.get("models", 1)} | {r["pairs_per_s"]:.0f} | '
+    lines.append(f'| {r["dtype"]} | {r.get("layers", "")} | {r["batch"]} | '
+                 f'{r["steps_per_dispatch"]}'
+                 f' | {r.get("models", 1)} | {r["pairs_per_s"]:.1f} | '
                  f'{r["s_per_step"] * 1e3:.1f} | {r["epoch_s"]:.0f} |')
   lines += ['', '| embedding (eval, both towers) | batch | pairs/s |',
             '|---|---|---|']

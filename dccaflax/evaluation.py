@@ -448,15 +448,19 @@ def markdown_table(rows: list[dict], title: str) -> str:
 
 
 def write_results(workdir: str, stem: str, table: str, model: api.Model,
-                  which: str, data_dir: str, **fields) -> tuple[str, str]:
-  """An evaluation of a model into its workdir: ``stem.md`` (the table) and
-  ``stem.json`` (which model, which data, its config and ``fields``).
+                  which: str, data_dir: str, out_dir: Optional[str] = None,
+                  **fields) -> tuple[str, str]:
+  """An evaluation of a model into its workdir (or ``out_dir``):
+  ``stem.md`` (the table) and ``stem.json`` (which model, which data, its
+  config and ``fields``).
 
   Returns:
     the two paths.
   """
   workdir = checkpoints.resolve(workdir)     # a folder or a shipped name
-  md, js = (os.path.join(workdir, f'{stem}.{ext}') for ext in ('md', 'json'))
+  out_dir = out_dir or workdir
+  os.makedirs(out_dir, exist_ok=True)
+  md, js = (os.path.join(out_dir, f'{stem}.{ext}') for ext in ('md', 'json'))
   with open(md, 'w') as f:
     f.write(table)
   config = model.config.to_json()

@@ -77,15 +77,26 @@ _RENDERINGS = flags.DEFINE_integer('renderings', 1, 'Audio renderings in '
                                    'the synthetic training arrays (> 1: each '
                                    'step also draws one per pair, as '
                                    '--renderings=all training does).')
-_TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'Path of '
-                                  'torch_peer.py to run side by side.')
+_TORCH_PEER = flags.DEFINE_string('torch_peer', None, 'Path of a PyTorch '
+                                  'peer script (torch_peer.py on a GPU, '
+                                  'torch_cpu_peer.py on a CPU) to run side '
+                                  'by side.')
+_STOCK = flags.DEFINE_bool('stock_layers', False, 'Also time the one-model '
+                           "rows with XLA's own convolution and pooling "
+                           'gradients (the step before dccaflax.layers): '
+                           'before and after in one run.')
+_CPU = flags.DEFINE_bool('cpu', False, 'The CPU preset: the paper\'s width, '
+                         'batch 100, float32 and bfloat16, one step per '
+                         'call, one model, 2 repeats, 16,000 candidates '
+                         '(about 10 minutes on 2 cores with --stock_layers '
+                         'and the peer).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _QUICK.value:
-    settings = dict(benchmark.PRESETS['quick'])
+  if _QUICK.value or _CPU.value:
+    settings = dict(benchmark.PRESETS['quick' if _QUICK.value else 'cpu'])
     if _DTYPES.present:
       settings['dtypes'] = _DTYPES.value
   else:
@@ -100,7 +111,8 @@ def main(argv):
   if _QUICK.value and _WIDTH.present:
     settings['width'] = _WIDTH.value
   result = benchmark.run_all(train_pairs=_TRAIN_PAIRS.value,
-                             renderings=_RENDERINGS.value, **settings)
+                             renderings=_RENDERINGS.value,
+                             stock_layers=_STOCK.value, **settings)
   if _TORCH_PEER.value:
     peer = benchmark.run_torch_peer(_TORCH_PEER.value)
     if peer is not None:

@@ -19,7 +19,7 @@ counted against the query (``dccaflax.retrieval``); the protocol itself is
   ``--limit`` pairs, whose first row already holds all of them (``= all``).
 
 Prints the table next to the paper's numbers and writes ``eval.json`` and
-``eval.md`` into the workdir.
+``eval.md`` into the workdir (or --out_dir).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ _SPLITS = flags.DEFINE_list('splits', ['train', 'valid', 'test'],
 _LIMIT = flags.DEFINE_integer('limit', evaluation.PAPER_LIMIT, 'Pairs of the '
                               'paper protocol (the first N of each split).')
 _FULL = flags.DEFINE_bool('full', True, 'Also evaluate each whole split.')
+_OUT_DIR = flags.DEFINE_string('out_dir', None, 'Write eval.md/json here '
+                               "(default: the model's folder).")
 _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'last'],
                            'Checkpoint: best validation R@10 or the last.')
 
@@ -67,7 +69,8 @@ def main(argv):
   table = evaluation.markdown_table(rows, title)
   print(table)
   paths = evaluation.write_results(workdir, 'eval', table, model,
-                                   _WHICH.value, data_dir, rows=rows,
+                                   _WHICH.value, data_dir,
+                                   out_dir=_OUT_DIR.value, rows=rows,
                                    paper=evaluation.PAPER)
   logging.info('wrote %s and %s', *paths)
 

@@ -14,8 +14,14 @@ def test_benchmark_functions_run_and_report():
   train = benchmark.bench_train(0.125, 'float32', 8, 2, repeats=1,
                                 arrays=arrays, train_pairs=100)
   assert set(train) == {'width', 'dtype', 'batch', 'steps_per_dispatch',
-                        'models', 'pairs_per_s', 's_per_step', 'epoch_s'}
+                        'models', 'layers', 'pairs_per_s', 's_per_step',
+                        'epoch_s'}
   assert train['pairs_per_s'] > 0 and train['epoch_s'] > 0
+  assert train['layers'] == 'cpu'   # as training runs on this platform
+  stock = benchmark.bench_train(0.125, 'float32', 8, 1, repeats=1,
+                                arrays=arrays, train_pairs=100,
+                                cpu_kernels=False)
+  assert stock['layers'] == 'xla' and stock['pairs_per_s'] > 0
   # (K models side by side: the GPU run's rehearsal, tests/test_gpu_run.py)
   embed = benchmark.bench_embed(0.125, 'float32', 8, repeats=1,
                                 arrays=arrays)
@@ -30,7 +36,9 @@ def test_benchmark_functions_run_and_report():
                                                    (True, 100.0))]
   peer.append({**peer[0], 'bf16_autocast': True, 'pairs_per_s': 500.0})
   result['torch_peer'] = peer
-  result['torch_ratio'] = benchmark.peer_ratios([train], peer)
+  # the stock row is the "before", never the row compared with the peer
+  result['train'].append(stock)
+  result['torch_ratio'] = benchmark.peer_ratios([train, stock], peer)
   # against the peer's best configuration of the dtype (no bf16 row of ours)
   assert len(result['torch_ratio']) == 1
   assert result['torch_ratio'][0]['ratio'] == train['pairs_per_s'] / 100

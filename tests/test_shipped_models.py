@@ -14,12 +14,14 @@ from dccaflax import input_pipeline as ip
 from tests import blocking
 
 SHIPPED = sorted(checkpoints.shipped_models())
-# What a shipped model must do on the first 3 test pieces (about 500 pairs,
-# every pair a candidate: chance R@10 is about 2 %, chance median rank about
-# 250).  Far below what a trained model reaches, so the bounds hold on any
-# CPU's rounding; an untrained or broken model fails them.
-MIN_R10 = 40.0
-MAX_MEDIAN_RANK = 15
+# What a shipped model must do on the first 3 test pieces (658 pairs, every
+# pair a candidate: chance R@10 is 1.5 %, chance median rank 329).  The
+# paper model after its first epoch of 25,000 pairs gave R@10 43 / 47 and
+# median ranks 16 / 14 (A->S / S->A): the bounds sit well below any
+# trained checkpoint, so they hold on any CPU's rounding, and an untrained
+# or broken model fails them by far.
+MIN_R10 = 30.0
+MAX_MEDIAN_RANK = 30
 
 _BLOCKED = ('data_prep', 'tensorflow_datasets', 'array_record', 'pretty_midi',
             'mido', 'lilypond', 'librosa')
@@ -45,13 +47,14 @@ def test_the_paper_model_ships():
 
 @pytest.mark.parametrize('name', SHIPPED)
 def test_shipped_model_has_a_card(name):
-  card = os.path.join(checkpoints.SHIPPED_DIR, name, 'README.md')
+  folder = checkpoints.shipped_models()[name]
+  card = os.path.join(folder, 'README.md')
   assert os.path.isfile(card), f'{name}: no model card {card}'
   text = open(card).read()
   for section in ('## Data', '## Recipe', '## Commands', '## Compute',
                   '## Evaluation'):
     assert section in text, f'{name}: model card lacks {section!r}'
-  with open(os.path.join(checkpoints.SHIPPED_DIR, name, 'config.json')) as f:
+  with open(os.path.join(folder, 'config.json')) as f:
     data_dir = json.load(f)['data_dir']
   assert not os.path.isabs(data_dir), (name, data_dir)
 
@@ -63,7 +66,7 @@ def test_shipped_model_retrieves_bundled_pieces(name, prepared, tmp_path):
   data_dir, _ = prepared
   pairs = ip.load_pairs(str(data_dir), 'test')
   n = len(pairs['sheet'])
-  assert n > 300
+  assert n > 500
   np.savez(tmp_path / 'pairs.npz', sheet=pairs['sheet'], spec=pairs['spec'])
   out = blocking.run_without(_BLOCKED, _RANKS, name, tmp_path / 'pairs.npz',
                              timeout=600)
