@@ -30,8 +30,9 @@ of its time in two places:
 
 The input gradient of a convolution stays XLA's (a convolution with the
 flipped kernel, as fast as the forward one).  On other platforms
-(``jax.default_backend() != 'cpu'``) ``conv`` and ``max_pool`` are the
-stock XLA operations: cuDNN has no such slow paths.
+(``jax.default_backend() != 'cpu'``), and on several CPU devices (see
+``use_cpu_kernels``), ``conv`` and ``max_pool`` are the stock XLA
+operations: cuDNN has no such slow paths.
 """
 
 from __future__ import annotations
@@ -48,8 +49,16 @@ _DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 def use_cpu_kernels(flag: Optional[bool] = None) -> bool:
   """Whether to use this module's formulations: ``flag``, or by default
-  whether JAX's default backend is the CPU."""
-  return jax.default_backend() == 'cpu' if flag is None else bool(flag)
+  whether JAX's default backend is the CPU with a single device.
+
+  Several (simulated) CPU devices keep XLA's layers: with the batch split
+  over a 4-device mesh, the gradients of a step with these layers differed
+  from one device's by 20 % (the loss agreed, and each layer alone agreed
+  when sharded; ``tests/test_training.py``), which is not understood yet.
+  """
+  if flag is not None:
+    return bool(flag)
+  return jax.default_backend() == 'cpu' and jax.device_count() == 1
 
 
 def _xla_conv(x: jax.Array, k: jax.Array) -> jax.Array:
