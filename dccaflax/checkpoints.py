@@ -234,6 +234,18 @@ def save_checkpoint(directory: str, epoch: int, state: Any,
         meta=ocp.args.JsonSave(meta)), force=True)
     mngr.wait_until_finished()
     mngr.close()
+  scrub_machine_paths(os.path.join(directory, str(epoch)))
+
+
+def scrub_machine_paths(folder: str) -> None:
+  """Rewrites orbax's ``commit_success.txt`` markers (which name the
+  absolute folder they were written to) without the path, so a shipped
+  checkpoint names no folder of the machine it was trained on; orbax
+  reads only whether the marker exists."""
+  for root, _, files in os.walk(folder):
+    if 'commit_success.txt' in files:
+      with open(os.path.join(root, 'commit_success.txt'), 'w') as f:
+        f.write('Checkpoint commit was successful.\n')
 
 
 def latest_epoch(directory: str) -> Optional[int]:
