@@ -60,6 +60,8 @@ EVAL_SOUNDFONTS = {  # for evaluation: none is used to prepare training data
                     'Debian: apt-get install fluidr3mono-gm-soundfont'),
     'timgm6mb': _TIMGM6MB,
 }
+# Either kind, by key: for rendering a query or an evaluation.
+ALL_SOUNDFONTS = {**EVAL_SOUNDFONTS, **SOUNDFONTS}
 GAP_S = 2.0            # render_batch: silence between the items
 TAIL_S = 1.0           # render_batch: audio kept after an item's last note
 
@@ -405,8 +407,8 @@ def render_batch(task) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
                  np.array([n.start_s - offset for n in played])))
     spans.append((offset, end + TAIL_S))
     offset = end + GAP_S
-  known = {**EVAL_SOUNDFONTS, **SOUNDFONTS}
-  path = soundfont_path(soundfont, known if soundfont in known else SOUNDFONTS)
+  path = soundfont_path(soundfont, ALL_SOUNDFONTS if soundfont in
+                        ALL_SOUNDFONTS else SOUNDFONTS)
   wave = _fluidsynth(performance_midi(parts), path, 1.0, offset,
                      f'{len(items)} renderings', 1200)
   sr = snippets.SAMPLE_RATE

@@ -178,7 +178,8 @@ def bench_train(width: float, dtype: str, batch_size: int,
   layers_used = 'cpu' if layers.use_cpu_kernels(cpu_kernels) else 'xla'
   return {'width': width, 'dtype': dtype, 'batch': batch_size,
           'steps_per_dispatch': steps_per_dispatch, 'models': len(seeds),
-          'layers': layers_used, 'pairs_per_s': pairs_per_s, 's_per_step': per_step,
+          'layers': layers_used, 'pairs_per_s': pairs_per_s,
+          's_per_step': per_step,
           'epoch_s': per_step * (train_pairs // batch_size)}
 
 

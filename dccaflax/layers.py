@@ -4,8 +4,8 @@ Same maths as ``lax.conv_general_dilated`` ('SAME', stride 1) and
 ``flax.linen.max_pool`` (2 x 2, stride 2, 'VALID'), forward and backward,
 written so that XLA:CPU does not take its slow paths.  Measured on the
 paper's full-width towers at batch 100 on a 2-core x86-64 CPU
-(``python -m experiments.benchmark --profile``), the plain step spent most
-of its time in two places:
+(``jax.profiler`` traces of the step and per-layer timings, in
+``docs/cpu_training.md``), the plain step spent most of its time here:
 
 * **the kernel gradient of a convolution.**  XLA lowers it to a
   convolution whose "kernel" is the whole (B, H, W) batch of output
@@ -142,7 +142,7 @@ def flat_kernel_grad_pays(shape: tuple[int, ...], features: int) -> bool:
   ``shape`` (B, H, W, C) and ``features`` outputs.
 
   Measured per layer of the paper's towers at batch 100 on a 2-core
-  x86-64 CPU (``python -m experiments.benchmark --layers``): the flat
+  x86-64 CPU (the table in ``docs/cpu_training.md``): the flat
   products won by 1.6-4.9x where the output has >= 32 features on >= 500
   positions per image (e.g. 34 x 25, 64 -> 64: 287 vs 1,339 ms); XLA's
   won on the 16 -> 16 layers, on the one-channel first layer and on the
@@ -195,7 +195,8 @@ def _flax_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                rhs_dilation=None, dimension_numbers=None,
                feature_group_count=1, precision=None,
                preferred_element_type=None, *, cpu_kernels=None):
-  del precision, preferred_element_type   # CPU float math is exact fp32
+  # The towers set neither: XLA's default precision, the input dtype.
+  del precision, preferred_element_type
   if (tuple(window_strides) != (1, 1) or feature_group_count != 1
       or any(d not in (None, 1, (1, 1)) and tuple(d) != (1, 1)
              for d in (lhs_dilation, rhs_dilation))):

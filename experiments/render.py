@@ -39,9 +39,8 @@ def main(argv):
   import soundfile  # pylint: disable=g-import-not-at-top
   try:
     mel = melody.read_melody(_MIDI.value)
-    known = {**synth.EVAL_SOUNDFONTS, **synth.SOUNDFONTS}
     params = synth.SynthParams(soundfont=synth.soundfont_path(
-        _SOUNDFONT.value, known),
+        _SOUNDFONT.value, synth.ALL_SOUNDFONTS),
                                tempo=_TEMPO.value, program=_PROGRAM.value)
     wave = synth.synthesize(mel.notes, params)
   except (OSError, ValueError, RuntimeError) as e:
