@@ -103,14 +103,38 @@ def resolve(model: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------
 
 
+class ArchitectureChangedError(ValueError):
+  """Resuming a workdir with other architecture settings than it holds."""
+
+
 def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
-  """Writes ``config.json``; warns when resuming with different settings."""
+  """Writes ``config.json``; warns when resuming with different settings.
+
+  Raises:
+    ArchitectureChangedError: the workdir already holds a config whose
+      architecture settings (``config_lib.architecture``: width, out_dim,
+      dtype, level_norm) differ from ``config``'s.  Its weights were made
+      with those; another value would be stored beside them and served.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   new = config.to_json()
   # A data folder inside the repository is stored relative to its root, so
   # a workdir (a shipped model) names no folder of the machine it ran on.
   new['data_dir'] = portable_path(new['data_dir'])
   if os.path.exists(path):
+    arch_old = config_lib.architecture(read_config(workdir))
+    arch_new = config_lib.architecture(config)
+    fixed = {k: (arch_old[k], v) for k, v in arch_new.items()
+             if arch_old[k] != v}
+    if fixed:
+      raise ArchitectureChangedError(
+          f'{path} was trained with ' + ', '.join(
+              f'{k}={old!r}' for k, (old, _) in fixed.items()) +
+          '; resuming it with ' + ', '.join(
+              f'{k}={v!r}' for k, (_, v) in fixed.items()) +
+          ' would serve its weights under another architecture. Resume with '
+          'the stored values (drop those flags), or train into a new '
+          '--workdir.')
     with open(path) as f:
       old = json.load(f)
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}

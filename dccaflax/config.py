@@ -23,10 +23,16 @@ from dccaflax import level
 from dccaflax import models
 
 
-def _setting(default, help_text: str, choices=None, required=False):
-  """A ``TrainConfig`` field with its command-line help (and choices)."""
+def _setting(default, help_text: str, choices=None, required=False,
+             architecture=False):
+  """A ``TrainConfig`` field with its command-line help (and choices).
+
+  ``architecture``: the setting shapes the weights or what they were trained
+  to see, so it is fixed for a workdir (``checkpoints.write_config``).
+  """
   return dataclasses.field(default=default, metadata={
-      'help': help_text, 'choices': choices, 'required': required})
+      'help': help_text, 'choices': choices, 'required': required,
+      'architecture': architecture})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +42,12 @@ class TrainConfig:
       '', 'Prepared TFDS data (data_prep.prepare --data_dir).', required=True)
   width: float = _setting(
       1.0, "Tower width multiplier: 1 = the paper's 16/32/64/64 feature maps, "
-      '0.25 = 4/8/16/16.')
-  out_dim: int = _setting(models.PAPER_OUT_DIM, 'Correlation-space size h.')
+      '0.25 = 4/8/16/16.', architecture=True)
+  out_dim: int = _setting(models.PAPER_OUT_DIM, 'Correlation-space size h.',
+                          architecture=True)
   dtype: str = _setting(
       'float32', 'Convolution compute dtype (BatchNorm and DCCA stay '
-      'float32).', choices=('float32', 'bfloat16'))
+      'float32).', choices=('float32', 'bfloat16'), architecture=True)
   epochs: int = _setting(100, 'Epochs (passes over all training pairs, last '
                          'partial batch dropped; see epoch_pairs).')
   epoch_pairs: int = _setting(
@@ -129,7 +136,8 @@ class TrainConfig:
       level.PEAK, 'Bring every audio excerpt to a reference level before the '
       "audio tower, so a recording's loudness does not matter: peak (its "
       'loudest frame), mean (its mean magnitude) or none (the paper\'s '
-      'input); see dccaflax.level.', choices=level.METHODS)
+      'input); see dccaflax.level.', choices=level.METHODS,
+      architecture=True)
   renderings: str = _setting(
       'primary', 'Audio renderings to train on, one drawn at random per pair '
       "and step: primary (the paper's data), all (every one prepared with "
@@ -163,6 +171,12 @@ class TrainConfig:
     # Runs from before the field existed fed the paper's input.
     d.setdefault('level_norm', level.NONE)
     return cls(**d)
+
+
+def architecture(config: TrainConfig) -> dict:
+  """The settings fixed for a workdir (declared ``architecture=True``)."""
+  return {f.name: getattr(config, f.name)
+          for f in dataclasses.fields(config) if f.metadata['architecture']}
 
 
 def renderings_arg(renderings: str):
