@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/env.sh
-exec python3 -m pytest -q -p no:cacheprovider tests "$@"
+exec python3 -m pytest -q -p no:cacheprovider --durations=20 tests "$@"

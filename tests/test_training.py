@@ -354,7 +354,7 @@ def test_models_side_by_side_equal_single_runs(synthetic_data):
   differently, and on blank paper a different rounding can move a max-pool
   tie, so the gradient flows through another pixel.  Measured after 2 steps
   (AVX-512), against a bound of 0.05: 8e-6 and 1e-4 of the update with this
-  augmentation, up to 6e-3 without any.
+  augmentation.
   """
   config, train, arrays, model, optimizer, _ = _tiny_setup(
       synthetic_data, learning_rate=0.001)
