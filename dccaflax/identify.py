@@ -19,7 +19,7 @@ gaps would otherwise vote at random.
 Evaluation on fresh renderings of MIDI files (a soundfont and tempo the model
 did not train on) needs the synthesizer, so it lives with the rendering code:
 ``data_prep.identify_eval``; its rendering workers import this module, which
-therefore loads JAX (through ``api``) only when it embeds.  The text report
+therefore loads JAX (through ``embedding``) only when it embeds.  The text report
 is ``presentation.format_identification``; the command
 ``experiments.identify``.
 """
@@ -169,7 +169,7 @@ def identify_specs(model, index, specs: Iterable[np.ndarray],
     one ``Identification`` per spectrogram, in order.
   """
   # Not at the top: rendering workers import this module (module doc).
-  from dccaflax import api  # pylint: disable=g-import-not-at-top
+  from dccaflax import embedding  # pylint: disable=g-import-not-at-top
   names, pid = _piece_ids(index)
   k = min(k, len(index))
   out: list[Optional[Identification]] = []
@@ -178,7 +178,7 @@ def identify_specs(model, index, specs: Iterable[np.ndarray],
   def flush():
     if not pending:
       return
-    emb = api.embed_audio(model, np.concatenate([p[3] for p in pending]))
+    emb = embedding.embed_audio(model, np.concatenate([p[3] for p in pending]))
     _, rows = index.search_sheets(emb, k)
     start = 0
     for slot, centres, voting, ex in pending:
@@ -237,8 +237,8 @@ def identify_page(model, index, page, k: int = TOP_K) -> PageIdentification:
     page: ``frontends.PageSnippets``.
     k: audio excerpts retrieved per snippet.
   """
-  from dccaflax import api  # pylint: disable=g-import-not-at-top
-  emb = api.embed_sheet(model, page.sheets)
+  from dccaflax import embedding  # pylint: disable=g-import-not-at-top
+  emb = embedding.embed_sheet(model, page.sheets)
   _, rows = index.search_audio(emb, min(k, len(index)))
   ident = vote(index, rows, np.ones(len(page), bool),
                np.zeros(len(page), np.int64))

@@ -59,8 +59,8 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from dccaflax import api
 from dccaflax import batching
+from dccaflax import embedding
 from dccaflax import frontends
 from dccaflax import input_pipeline
 from dccaflax import level
@@ -271,9 +271,9 @@ def build(model, data_dir: str, split: str = 'test',
   for start in range(0, n, READ_CHUNK):
     stop = min(start + READ_CHUNK, n)
     exs = source.__getitems__(range(start, stop))
-    sheet_emb[start:stop] = api.embed_sheet(
+    sheet_emb[start:stop] = embedding.embed_sheet(
         model, np.stack([ex['sheet'] for ex in exs]))
-    audio_emb[start:stop] = api.embed_audio(
+    audio_emb[start:stop] = embedding.embed_audio(
         model, np.stack([ex['spec'] for ex in exs]))
     for i, ex in enumerate(exs, start):
       piece[i] = pieceset.text(ex['piece'])
@@ -323,7 +323,7 @@ def build_pages(model, paths, step: int = frontends.PAGE_STEP,
   for i, (path, name) in enumerate(sorted(zip(paths, names),
                                           key=lambda pn: pn[1])):
     page = frontends.page_snippets(path, step)
-    parts.append((name, page, api.embed_sheet(model, page.sheets)))
+    parts.append((name, page, embedding.embed_sheet(model, page.sheets)))
     if progress is not None:
       progress(i + 1, len(paths), time.time() - t0)
   emb = np.concatenate([e for _, _, e in parts]).astype(np.float32)
