@@ -3,7 +3,8 @@
 import pathlib
 import shutil
 
-import pytest
+import nbclient
+import nbformat
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = _REPO / 'experiments' / 'colab' / 'quickstart.ipynb'
@@ -11,8 +12,6 @@ NOTEBOOK = _REPO / 'experiments' / 'colab' / 'quickstart.ipynb'
 
 def test_quickstart_notebook_runs(tmp_path, real_midi, real_data,
                                   monkeypatch):
-  nbformat = pytest.importorskip('nbformat')
-  nbclient = pytest.importorskip('nbclient')
   work = tmp_path / 'nb'
   # The fixture's stage cache: preparation redoes no engraving/synthesis.
   shutil.copytree(real_data / 'cache', work / 'data' / 'cache')
