@@ -1,17 +1,18 @@
 """MIDI files -> aligned pieces, cached by content hash, in parallel.
 
 Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
-``engrave`` (LilyPond -> strip + noteheads; or ``engrave_verovio``, Verovio
-in one of its fonts), ``synth`` (FluidSynth -> audio), ``dccaflax.audio``
-(-> log spectrogram), ``align`` (onsets <-> noteheads).
+``engraving`` (an engraver: LilyPond or Verovio -> strip + noteheads),
+``synth`` (FluidSynth -> audio), ``dccaflax.audio`` (-> log spectrogram),
+``align`` (onsets <-> noteheads).
 
-Engravings: a run engraves with one engraving of ``ENGRAVINGS``: 'lilypond'
-(the paper's), 'lilypond_drawn' (LilyPond with a staff size, spacing and
-line thicknesses drawn per piece, ``engrave.drawn_style``), 'verovio_<font>'
-or 'verovio_drawn' (a training font drawn per piece).  Each piece's drawn
+Engravings: a run engraves with one engraving of ``ENGRAVINGS`` (the
+engravers' registry, ``data_prep.engraving``): 'lilypond' (the paper's),
+'lilypond_drawn' (LilyPond with a staff size, spacing and line thicknesses
+drawn per piece, ``lilypond_source.drawn_style``), 'verovio_<font>' or
+'verovio_drawn' (a training font drawn per piece).  Each piece's drawn
 values are in its report item (``engraving_params``).  Held-out ones
-(``engrave_verovio.HELDOUT_ENGRAVINGS``) never reach the train and valid
-splits (``check_engraving``).
+(``engraving.HELDOUT_ENGRAVINGS``) never reach the train and valid splits
+(``check_engraving``).
 
 Renderings: the audio is rendered once with the primary ``SynthParams`` (the
 one aligned to the noteheads) and, optionally, with extra ones for
@@ -30,11 +31,12 @@ inputs and of the source code of the modules that compute it, so a re-run
 redoes only what changed (a new soundfont re-synthesizes but does not
 re-engrave; an extra rendering reuses the cached primary).  Deterministic
 failures (an error in the piece's own LilyPond source, an alignment failure)
-are cached too; a failure of the machine (``engrave.LilyPondRunError``: a
-timeout, a crash, a font error, no output) never is, so the next run tries
-the piece again.  LilyPond runs once before the worker pool starts
-(``engrave.warm_up``), so its first run on a machine, which builds the
-fontconfig cache, does not happen in several processes at once.
+are cached too; a failure of the machine (the engraver's
+``uncached_errors``, e.g. ``lilypond.LilyPondRunError``: a timeout, a crash,
+a font error, no output) never is, so the next run tries the piece again.
+The engraver warms up once before the worker pool starts (LilyPond's first
+run on a machine builds the fontconfig cache: not in several processes at
+once).
 
 Nothing is dropped silently: every input file yields one ``Item`` that is
 ``ok`` or ``skipped`` with the reason, and a warning line is printed for each
@@ -56,19 +58,15 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from data_prep import align as align_lib
-from data_prep import engrave as engrave_lib
-from data_prep import engrave_verovio
+from data_prep import engraving as engraving_lib
 from data_prep import melody as melody_lib
 from data_prep import performance
 from data_prep import synth as synth_lib
 from dccaflax import audio
 
 SPLITS = ('train', 'valid', 'test')
-LILYPOND = 'lilypond'
-# LilyPond with a layout style drawn per piece (engrave.drawn_style).
-LILYPOND_DRAWN = 'lilypond_drawn'
-LILYPOND_ENGRAVINGS = (LILYPOND, LILYPOND_DRAWN)
-ENGRAVINGS = LILYPOND_ENGRAVINGS + engrave_verovio.ENGRAVINGS
+LILYPOND = engraving_lib.lilypond.LILYPOND   # the default engraving
+ENGRAVINGS = engraving_lib.ENGRAVINGS
 CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
 
 
@@ -219,7 +217,7 @@ def check_engraving(engraving: str, splits: Sequence[str] = ()) -> str:
   if engraving not in ENGRAVINGS:
     raise PrepareError(f'unknown engraving {engraving!r}; have '
                        f'{list(ENGRAVINGS)}')
-  if (engraving in engrave_verovio.HELDOUT_ENGRAVINGS
+  if (engraving in engraving_lib.HELDOUT_ENGRAVINGS
       and {'train', 'valid'} & set(splits)):
     raise PrepareError(f'engraving {engraving} is held out for evaluation: '
                        'it never reaches the train and valid splits (prepare '
@@ -259,18 +257,21 @@ def _code_hash(*modules) -> str:
   return h.hexdigest()[:16]
 
 
-_ENGRAVE_CODE = None
 _AUDIO_CODE = None
-_VEROVIO_CODE = None
+_ENGRAVER_CODES: dict[str, str] = {}
 
 
-def _codes():
-  global _ENGRAVE_CODE, _AUDIO_CODE, _VEROVIO_CODE
-  if _ENGRAVE_CODE is None:
-    _ENGRAVE_CODE = _code_hash(engrave_lib)
+def _audio_code() -> str:
+  global _AUDIO_CODE
+  if _AUDIO_CODE is None:
     _AUDIO_CODE = _code_hash(synth_lib, audio)
-    _VEROVIO_CODE = _code_hash(engrave_lib, engrave_verovio)
-  return _ENGRAVE_CODE, _AUDIO_CODE
+  return _AUDIO_CODE
+
+
+def _engraver_code(engraver) -> str:
+  if engraver.name not in _ENGRAVER_CODES:
+    _ENGRAVER_CODES[engraver.name] = _code_hash(*engraver.modules)
+  return _ENGRAVER_CODES[engraver.name]
 
 
 def _key(*parts) -> str:
@@ -300,85 +301,50 @@ def _soundfont_id(name: str) -> tuple[str, int]:
 
 # ------------------------------------------------------------------ stages ---
 
-def _verovio_cached(melodies, cache_dir, engraving):
-  """Engravings (or exceptions) of melodies by Verovio, from cache or made.
-
-  Every outcome is a fact about the piece and is cached: Verovio runs in
-  this process, so a crash of the machine never returns here.
-  """
-  _codes()
-  out = []
-  for mel in melodies:
-    font = engrave_verovio.engraving_font(engraving, mel.name)
-    try:
-      mei = engrave_verovio.mei_source(mel)
-    except (ValueError, engrave_lib.EngraveError) as e:
-      out.append(engrave_lib.EngraveError(f'{mel.name}: {e}'))
-      continue
-    key = _key('engrave-verovio', _VEROVIO_CODE, font,
-               engrave_verovio.version(), mei)
-    path = _cache_path(cache_dir, 'engrave', key)
-    if not os.path.exists(path):
-      try:
-        res = engrave_verovio.engrave(mel, font)
-      except engrave_lib.EngraveError as e:
-        _save(path, error=np.array(str(e)))
-      else:
-        heads, counts = _flatten(res.noteheads)
-        _save(path, strip=res.strip, heads=heads, counts=counts)
-    with np.load(path, allow_pickle=False) as z:
-      if 'error' in z:
-        out.append(engrave_lib.EngraveError(str(z['error'])))
-      else:
-        out.append((key, z['strip'], _unflatten(z['heads'], z['counts'])))
-  return out
-
-
-def lilypond_style(engraving: str, piece: str) -> engrave_lib.Style:
-  """The LilyPond layout style of a piece in a LilyPond engraving."""
-  return (engrave_lib.drawn_style(piece) if engraving == LILYPOND_DRAWN
-          else engrave_lib.Style())
-
-
 def engraving_params(engraving: str, piece: str) -> dict:
-  """What an engraving gives a piece: its LilyPond style, or its Verovio
-  font (a drawn engraving's drawn values)."""
-  if engraving in LILYPOND_ENGRAVINGS:
-    return {'engraver': 'lilypond',
-            **lilypond_style(engraving, piece).to_json()}
-  return {'engraver': 'verovio',
-          'font': engrave_verovio.engraving_font(engraving, piece)}
+  """What an engraving gives a piece: its engraver and the settings (a
+  LilyPond style, a Verovio font; a drawn engraving's drawn values)."""
+  engraver = engraving_lib.engraver_of(engraving)
+  return {'engraver': engraver.name,
+          **engraver.params(engraver.settings(engraving, piece))}
 
 
 def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
-  """Engravings (or exceptions) of melodies, from cache or one LilyPond run
-  (or Verovio's, for a 'verovio_*' engraving)."""
-  if engraving not in LILYPOND_ENGRAVINGS:
-    return _verovio_cached(melodies, cache_dir, engraving)
-  code, _ = _codes()
-  styles = [lilypond_style(engraving, mel.name) for mel in melodies]
-  keys, out, todo = [], [None] * len(melodies), []
+  """Engravings (or exceptions) of melodies, from cache or one run of the
+  engraving's engraver over those not cached.
+
+  Every outcome is cached except the engraver's ``uncached_errors``
+  (failures of the machine) and a melody it cannot write (not engraved).
+  """
+  engraver = engraving_lib.engraver_of(engraving)
+  code = _engraver_code(engraver)
+  settings = [engraver.settings(engraving, mel.name) for mel in melodies]
+  keys, out, todo = [None] * len(melodies), [None] * len(melodies), []
   for i, mel in enumerate(melodies):
-    src, _ = engrave_lib.lilypond_source(mel, styles[i])
-    key = _key('engrave', code, src)
-    path = _cache_path(cache_dir, 'engrave', key)
-    keys.append(key)
+    try:
+      src = engraver.source(mel, settings[i])
+    except (ValueError, KeyError, engraving_lib.EngraveError) as e:
+      out[i] = engraving_lib.EngraveError(f'{mel.name}: {e}')
+      continue
+    keys[i] = _key('engrave', engraver.name, code, engraver.version(),
+                   settings[i], src)
+    path = _cache_path(cache_dir, 'engrave', keys[i])
     if os.path.exists(path):
       with np.load(path, allow_pickle=False) as z:
         if 'error' in z:
-          out[i] = engrave_lib.EngraveError(str(z['error']))
+          out[i] = engraving_lib.EngraveError(str(z['error']))
         else:
-          out[i] = (key, z['strip'], _unflatten(z['heads'], z['counts']))
+          out[i] = (keys[i], z['strip'], _unflatten(z['heads'], z['counts']))
     else:
       todo.append(i)
   if todo:
-    results = engrave_lib.engrave_many([melodies[i] for i in todo],
-                                       timeout_s=timeout_s,
-                                       styles=[styles[i] for i in todo])
+    results = engraver.engrave_many([melodies[i] for i in todo],
+                                    [settings[i] for i in todo],
+                                    timeout_s=timeout_s)
     for i, res in zip(todo, results):
       path = _cache_path(cache_dir, 'engrave', keys[i])
       if isinstance(res, Exception):
-        if not isinstance(res, engrave_lib.LilyPondRunError):
+        if not isinstance(res, engraver.uncached_errors):
           _save(path, error=np.array(str(res)))
         out[i] = res
       else:
@@ -400,7 +366,7 @@ def _unflatten(heads, counts):
 
 
 def _spectrogram_cached(mel, params, cache_dir):
-  _, code = _codes()
+  code = _audio_code()
   notes = tuple((n.pitch, n.start_s, n.end_s) for n in mel.notes)
   key = _key('audio', code, notes, dataclasses.astuple(params),
              _soundfont_id(params.soundfont))
@@ -548,7 +514,7 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     params: synthesis parameters of the primary rendering (the one aligned
       to the noteheads).
     workers: processes (default: all cores).
-    timeout_s: LilyPond / FluidSynth time limit per call.
+    timeout_s: engraver (LilyPond) / FluidSynth time limit per call.
     progress: show a progress bar on stderr.
     renderings: extra renderings of every piece, each a fixed ``SynthParams``
       (other tempo factors / soundfonts) or a drawn slot
@@ -561,8 +527,9 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     PrepareError: a rendering repeating another's tag, or a held-out
       instrument or soundfont for the train or valid split
       (``check_renderings``), an unknown engraving or a held-out one for
-      those splits (``check_engraving``), or LilyPond cannot engrave one
-      note on this machine (nothing is tried then, and nothing cached).
+      those splits (``check_engraving``), or its engraver cannot run on this
+      machine, e.g. LilyPond cannot engrave one note (nothing is tried then,
+      and nothing cached).
   """
   extra_splits = tuple(files) if extra_splits is None else tuple(extra_splits)
   check_renderings(params, (), tuple(files))
@@ -570,9 +537,8 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
                                 [s for s in files if s in extra_splits])
   check_engraving(engraving, tuple(files))
   try:
-    if engraving in LILYPOND_ENGRAVINGS:
-      engrave_lib.warm_up()
-  except engrave_lib.LilyPondRunError as e:
+    engraving_lib.engraver_of(engraving).warm_up()
+  except engraving_lib.EngraveError as e:
     raise PrepareError(str(e)) from e
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]

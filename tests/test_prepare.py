@@ -15,12 +15,12 @@ import pytest
 
 from data_prep import align
 from data_prep import build
-from data_prep import engrave as E
 from data_prep import pipeline
 from data_prep import figures
 from data_prep import prepare as prepare_cli
 from data_prep import source
 from data_prep import synth
+from data_prep.engraving import lilypond as L
 from data_prep.nottingham_audio_sheet import nottingham_audio_sheet as nas
 from dccaflax import audio
 
@@ -277,7 +277,7 @@ def test_cache_redoes_only_what_changed(tmp_path, test_pieces, monkeypatch):
 
   def boom(*a, **k):
     raise AssertionError('engraving should have come from the cache')
-  monkeypatch.setattr(pipeline.engrave_lib, 'engrave_many', boom)
+  monkeypatch.setattr(L.ENGRAVER, 'engrave_many', boom)
   again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
                        progress=False)
   assert again[0].piece_path == first[0].piece_path
@@ -427,7 +427,7 @@ def _lilypond_wrapper(tmp_path, fail_while: str, exit_how: str) -> str:
           {exit_how}
         fi
       done
-      exec {E.lilypond_executable()} "$@"
+      exec {L.lilypond_executable()} "$@"
       '''))
   script.chmod(0o755)
   return str(script)
@@ -437,7 +437,7 @@ def _marker_of(midi_path, others) -> str:
   """A line of the piece's LilyPond source that no source of ``others``
   has."""
   from data_prep import melody  # pylint: disable=g-import-not-at-top
-  lines = [set(E.lilypond_source(melody.read_melody(str(p)))[0].splitlines())
+  lines = [set(L.lilypond_source(melody.read_melody(str(p)))[0].splitlines())
            for p in [midi_path, *others]]
   return max(lines[0].difference(*lines[1:]), key=len).strip()
 
@@ -454,7 +454,7 @@ def test_machine_failure_is_a_skip_that_is_not_cached(tmp_path, test_pieces,
   (tmp_path / 'marker').write_text(
       _marker_of(test_pieces[1], [test_pieces[0], test_pieces[2]]))
   (tmp_path / 'broken').touch()
-  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
+  monkeypatch.setenv(L.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
       tmp_path, f'[ -e {tmp_path}/broken ]', 'kill -SEGV $$'))
   files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
   items = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
@@ -482,7 +482,7 @@ def test_a_machine_failure_once_is_cured_by_the_retry(tmp_path, test_pieces,
     shutil.copy(p, d)
   (tmp_path / 'marker').write_text(
       _marker_of(test_pieces[0], [test_pieces[1]]))
-  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
+  monkeypatch.setenv(L.EXECUTABLE_ENV_VAR, _lilypond_wrapper(
       tmp_path, f'[ ! -e {tmp_path}/failures ]', 'exit 1'))
   items = pipeline.run(pipeline.list_midi(str(tmp_path / 'midi'), ('test',)),
                        str(tmp_path / 'cache'), workers=1, progress=False)
@@ -496,8 +496,8 @@ def test_an_error_in_the_source_is_cached(tmp_path, test_pieces, monkeypatch):
   d = tmp_path / 'midi' / 'test'
   d.mkdir(parents=True)
   shutil.copy(test_pieces[0], d)
-  real = E.lilypond_source
-  monkeypatch.setattr(E, 'lilypond_source', lambda m, *style: (
+  real = L.lilypond_source
+  monkeypatch.setattr(L, 'lilypond_source', lambda m, *style: (
       real(m)[0].replace('\\clef', '\\nosuchcommand \\clef'), real(m)[1]))
   files = pipeline.list_midi(str(tmp_path / 'midi'), ('test',))
   first = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
@@ -507,7 +507,7 @@ def test_an_error_in_the_source_is_cached(tmp_path, test_pieces, monkeypatch):
 
   def boom(*a, **k):
     raise AssertionError('the LilyPond error should come from the cache')
-  monkeypatch.setattr(pipeline.engrave_lib, 'engrave_many', boom)
+  monkeypatch.setattr(L.ENGRAVER, 'engrave_many', boom)
   again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
                        progress=False)
   assert again[0].reason == first[0].reason
@@ -520,7 +520,7 @@ def test_lilypond_that_cannot_run_stops_before_any_piece(tmp_path,
   broken.write_text('#!/bin/bash\necho "Fontconfig error: No writable cache '
                     'directories" >&2\nexit 1\n')
   broken.chmod(0o755)
-  monkeypatch.setenv(E.EXECUTABLE_ENV_VAR, str(broken))
+  monkeypatch.setenv(L.EXECUTABLE_ENV_VAR, str(broken))
   d = tmp_path / 'midi' / 'test'
   d.mkdir(parents=True)
   shutil.copy(test_pieces[0], d)

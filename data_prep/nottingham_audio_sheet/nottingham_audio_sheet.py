@@ -1,7 +1,7 @@
 """TFDS builder: folk-tune melodies as aligned (sheet snippet, audio) data.
 
 Engravings: each collection is engraved by LilyPond (the paper's look), and
-may be by Verovio in one of its fonts (``data_prep.engrave_verovio``), each
+may be by Verovio in one of its fonts (``data_prep.engraving.verovio``), each
 engraving in its own configs: ``verovio_bravura_pairs``,
 ``oneills_verovio_leipzig_pieces``, ... (``pipeline.ENGRAVINGS``; a held-out
 one holds a test split only).
