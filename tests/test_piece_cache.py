@@ -14,6 +14,13 @@ from data_prep import synth
 from data_prep.engraving import lilypond as L
 
 
+def _engraving_comes_from_the_cache(monkeypatch, what: str) -> None:
+  """From now on, running the LilyPond engraver fails the test."""
+  def boom(*a, **k):
+    raise AssertionError(f'{what} should have come from the cache')
+  monkeypatch.setattr(L.ENGRAVER, 'engrave_many', boom)
+
+
 def test_lilypond_timeout_is_a_skip_not_a_crash(tmp_path, test_pieces):
   d = tmp_path / 'midi' / 'test'
   d.mkdir(parents=True)
@@ -37,10 +44,7 @@ def test_cache_redoes_only_what_changed(tmp_path, test_pieces, monkeypatch):
   first = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
                        progress=False)
   assert first[0].status == 'ok'
-
-  def boom(*a, **k):
-    raise AssertionError('engraving should have come from the cache')
-  monkeypatch.setattr(L.ENGRAVER, 'engrave_many', boom)
+  _engraving_comes_from_the_cache(monkeypatch, 'the engraving')
   again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
                        progress=False)
   assert again[0].piece_path == first[0].piece_path
@@ -164,10 +168,7 @@ def test_an_error_in_the_source_is_cached(tmp_path, test_pieces, monkeypatch):
                        progress=False)
   assert first[0].status == 'skipped' and first[0].stage == 'engrave'
   assert 'nosuchcommand' in first[0].reason
-
-  def boom(*a, **k):
-    raise AssertionError('the LilyPond error should come from the cache')
-  monkeypatch.setattr(L.ENGRAVER, 'engrave_many', boom)
+  _engraving_comes_from_the_cache(monkeypatch, 'the LilyPond error')
   again = pipeline.run(files, str(tmp_path / 'cache'), workers=1,
                        progress=False)
   assert again[0].reason == first[0].reason
