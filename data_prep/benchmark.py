@@ -12,7 +12,7 @@ spectrogram and onset frames, as the pipeline makes them): the five fixed
 ones of ``--soundfonts fluidr3,timgm6mb --tempos 0.9,1.0,1.1`` against five
 drawn performances (``--drawn 5``).
 
---verovio also times the Verovio engraving (``data_prep.engrave_verovio``:
+--verovio also times the Verovio engraving (``data_prep.engraving.verovio``:
 MEI, engraving, SVG reading, rasterising, unrolling) of the same pieces in
 each font, in core-seconds (this process's CPU time) and wall seconds per
 piece.
@@ -28,13 +28,14 @@ from absl import app
 from absl import flags
 
 from data_prep import align
-from data_prep import engrave
-from data_prep import engrave_verovio
 from data_prep import melody
 from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
+from data_prep.engraving import lilypond
+from data_prep.engraving import lilypond_source
+from data_prep.engraving import verovio
 from dccaflax import audio
 
 _MIDI_DIR = flags.DEFINE_string('midi_dir', None,
@@ -60,8 +61,8 @@ def run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
   """Seconds per piece of each stage and the estimated full-run minutes."""
   files = pipeline.list_midi(midi_dir, (split,), n)[split]
   mels, t_mel = _timed(lambda: [melody.read_melody(f) for f in files])
-  _, t_src = _timed(lambda: [engrave.lilypond_source(m) for m in mels])
-  engs, t_eng = _timed(engrave.engrave_many, mels)
+  _, t_src = _timed(lambda: [lilypond_source.lilypond_source(m) for m in mels])
+  engs, t_eng = _timed(lilypond.engrave_many, mels)
   waves, t_syn = _timed(lambda: [synth.synthesize(m.notes) for m in mels])
   specs, t_spec = _timed(lambda: [audio.spectrogram(w) for w in waves])
   ok = 0
@@ -116,15 +117,15 @@ def verovio_run(midi_dir: str, split: str = 'test', n: int = 16) -> dict:
   font, the same pieces, nothing cached."""
   files = pipeline.list_midi(midi_dir, (split,), n)[split]
   mels = [melody.read_melody(f) for f in files]
-  engrave_verovio.engrave(mels[0], engrave_verovio.FONTS[0])   # warm up
+  verovio.engrave(mels[0], verovio.FONTS[0])   # warm up
   out = {}
-  for font in engrave_verovio.FONTS:
+  for font in verovio.FONTS:
     cpu, wall = time.process_time(), time.perf_counter()
     for mel in mels:
-      engrave_verovio.engrave(mel, font)
+      verovio.engrave(mel, font)
     out[font] = {'core_s_per_piece': (time.process_time() - cpu) / len(mels),
                  'wall_s_per_piece': (time.perf_counter() - wall) / len(mels)}
-  return {'pieces': len(mels), 'verovio': engrave_verovio.version(),
+  return {'pieces': len(mels), 'verovio': verovio.version(),
           'fonts': out}
 
 

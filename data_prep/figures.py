@@ -331,7 +331,7 @@ def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
     xs = ex['notehead_x']
     picks = np.linspace(0, len(xs) - 1, min(n_pairs, len(xs))).round(
     ).astype(int)
-    rows.append((src.split(':')[-1] if ':' in src else 'lilypond',
+    rows.append((input_pipeline.split_source(src)[1],
                  np.stack([snippets.sheet_snippet(ex['strip'], xs[i])
                            for i in picks])))
   base = rows[0][1]

@@ -1,17 +1,18 @@
 """MIDI files -> aligned pieces, cached by content hash, in parallel.
 
 Stages per piece (one module each): ``melody`` (MIDI -> monophonic melody),
-``engrave`` (LilyPond -> strip + noteheads; or ``engrave_verovio``, Verovio
-in one of its fonts), ``synth`` (FluidSynth -> audio), ``dccaflax.audio``
-(-> log spectrogram), ``align`` (onsets <-> noteheads).
+``engraving`` (an engraver: LilyPond or Verovio -> strip + noteheads),
+``synth`` (FluidSynth -> audio), ``dccaflax.audio`` (-> log spectrogram),
+``align`` (onsets <-> noteheads).
 
-Engravings: a run engraves with one engraving of ``ENGRAVINGS``: 'lilypond'
-(the paper's), 'lilypond_drawn' (LilyPond with a staff size, spacing and
-line thicknesses drawn per piece, ``engrave.drawn_style``), 'verovio_<font>'
-or 'verovio_drawn' (a training font drawn per piece).  Each piece's drawn
+Engravings: a run engraves with one engraving of ``ENGRAVINGS`` (the
+engravers' registry, ``data_prep.engraving``): 'lilypond' (the paper's),
+'lilypond_drawn' (LilyPond with a staff size, spacing and line thicknesses
+drawn per piece, ``lilypond_source.drawn_style``), 'verovio_<font>' or
+'verovio_drawn' (a training font drawn per piece).  Each piece's drawn
 values are in its report item (``engraving_params``).  Held-out ones
-(``engrave_verovio.HELDOUT_ENGRAVINGS``) never reach the train and valid
-splits (``check_engraving``).
+(``engraving.HELDOUT_ENGRAVINGS``) never reach the train and valid splits
+(``check_engraving``).
 
 Renderings: the audio is rendered once with the primary ``SynthParams`` (the
 one aligned to the noteheads) and, optionally, with extra ones for
@@ -25,16 +26,15 @@ skipped as a whole, so every prepared piece has every rendering.  Held-out
 instruments and soundfonts (``performance``) never reach the train and
 valid splits.
 
-Caching: every stage result is stored under ``cache_dir`` by a SHA-256 of its
-inputs and of the source code of the modules that compute it, so a re-run
-redoes only what changed (a new soundfont re-synthesizes but does not
-re-engrave; an extra rendering reuses the cached primary).  Deterministic
-failures (an error in the piece's own LilyPond source, an alignment failure)
-are cached too; a failure of the machine (``engrave.LilyPondRunError``: a
+Caching (``piece_cache``): every stage result is stored under ``cache_dir``
+by a SHA-256 of its inputs and of the code that computes it, so a re-run
+redoes only what changed.  Deterministic failures (an error in the piece's
+own LilyPond source) are cached too; a failure of the machine (the
+engraver's ``uncached_errors``, e.g. ``lilypond.LilyPondRunError``: a
 timeout, a crash, a font error, no output) never is, so the next run tries
-the piece again.  LilyPond runs once before the worker pool starts
-(``engrave.warm_up``), so its first run on a machine, which builds the
-fontconfig cache, does not happen in several processes at once.
+the piece again.  The engraver warms up once before the worker pool starts
+(LilyPond's first run on a machine builds the fontconfig cache: not in
+several processes at once).
 
 Nothing is dropped silently: every input file yields one ``Item`` that is
 ``ok`` or ``skipped`` with the reason, and a warning line is printed for each
@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import inspect
 import json
 import multiprocessing
 import os
@@ -56,19 +54,15 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from data_prep import align as align_lib
-from data_prep import engrave as engrave_lib
-from data_prep import engrave_verovio
+from data_prep import engraving as engraving_lib
 from data_prep import melody as melody_lib
 from data_prep import performance
+from data_prep import piece_cache
 from data_prep import synth as synth_lib
-from dccaflax import audio
 
 SPLITS = ('train', 'valid', 'test')
-LILYPOND = 'lilypond'
-# LilyPond with a layout style drawn per piece (engrave.drawn_style).
-LILYPOND_DRAWN = 'lilypond_drawn'
-LILYPOND_ENGRAVINGS = (LILYPOND, LILYPOND_DRAWN)
-ENGRAVINGS = LILYPOND_ENGRAVINGS + engrave_verovio.ENGRAVINGS
+LILYPOND = engraving_lib.lilypond.LILYPOND   # the default engraving
+ENGRAVINGS = engraving_lib.ENGRAVINGS
 CHUNK = 8  # pieces per worker task: one LilyPond process engraves a chunk
 
 
@@ -93,73 +87,6 @@ class Item:
   @property
   def name(self) -> str:
     return melody_lib.piece_name(self.file)
-
-
-@dataclasses.dataclass(frozen=True)
-class Piece:
-  """An aligned piece, as stored in the cache.
-
-  Attributes:
-    name: file stem, e.g. 'ashover_simple_chords_11'.
-    strip: ``(STRIP_HEIGHT, W)`` uint8 unrolled score, 255 = paper.
-    spec: ``(136, T)`` float32 log spectrogram.
-    onset_frames: ``(P,)`` int32 strictly increasing.
-    notehead_x: ``(P,)`` float32 px in the strip.
-    onset_bars: ``(P,)`` int32 1-based bar number of each onset (a pickup bar
-      is bar 0).
-    renderings: ``SynthParams.tag`` of every rendering, the primary (``spec``,
-      ``onset_frames``) first, e.g. ``('fluidr3_t1.00', 'fluidr3_t0.90')``.
-    extra_specs: ``E = len(renderings) - 1`` spectrograms ``(136, T_e)``
-      float32 of the extra renderings, in tag order.
-    extra_onsets: ``(E, P)`` int32: row ``e`` holds the onset frame of each
-      of the ``P`` pairs in ``extra_specs[e]`` (non-decreasing).
-    rendering_params: per rendering (primary first), its ``SynthParams`` as
-      JSON (a drawn slot's drawn values).
-  """
-  name: str
-  strip: np.ndarray
-  spec: np.ndarray
-  onset_frames: np.ndarray
-  notehead_x: np.ndarray
-  onset_bars: np.ndarray
-  renderings: tuple[str, ...]
-  extra_specs: tuple[np.ndarray, ...]
-  extra_onsets: np.ndarray
-  rendering_params: tuple[str, ...] = ()
-
-
-def _save_piece(path: str, name: str, strip, spec, al, bars,
-                renderings: Sequence[synth_lib.SynthParams], extra_specs,
-                extra_onsets) -> None:
-  """Writes an aligned piece; the extra spectrograms concatenated in time."""
-  frames = np.array([s.shape[1] for s in extra_specs], np.int32)
-  extra = (np.concatenate(extra_specs, axis=1) if extra_specs else
-           np.zeros((spec.shape[0], 0), np.float32))
-  onsets = np.array(extra_onsets, np.int32).reshape(
-      len(extra_specs), len(al.onset_frames))
-  _save(path, name=np.array(name), strip=strip, spec=spec,
-        onset_frames=al.onset_frames, notehead_x=al.notehead_x,
-        onset_bars=bars, renderings=np.array([r.tag for r in renderings]),
-        rendering_params=np.array([json.dumps(r.to_json(), sort_keys=True)
-                                   for r in renderings]),
-        extra_spec=extra.astype(np.float32, copy=False), extra_frames=frames,
-        extra_onsets=onsets)
-
-
-def load_piece(path: str) -> Piece:
-  """Reads a cached aligned piece."""
-  with np.load(path) as z:
-    ends = np.cumsum(z['extra_frames'])
-    extra = z['extra_spec']
-    return Piece(name=str(z['name']), strip=z['strip'], spec=z['spec'],
-                 onset_frames=z['onset_frames'], notehead_x=z['notehead_x'],
-                 onset_bars=z['onset_bars'],
-                 renderings=tuple(str(t) for t in z['renderings']),
-                 extra_specs=tuple(extra[:, e - n:e] for n, e in
-                                   zip(z['extra_frames'], ends)),
-                 extra_onsets=z['extra_onsets'],
-                 rendering_params=tuple(str(t) for t in z['rendering_params'])
-                 if 'rendering_params' in z.files else ())
 
 
 def check_renderings(params: synth_lib.SynthParams,
@@ -219,7 +146,7 @@ def check_engraving(engraving: str, splits: Sequence[str] = ()) -> str:
   if engraving not in ENGRAVINGS:
     raise PrepareError(f'unknown engraving {engraving!r}; have '
                        f'{list(ENGRAVINGS)}')
-  if (engraving in engrave_verovio.HELDOUT_ENGRAVINGS
+  if (engraving in engraving_lib.HELDOUT_ENGRAVINGS
       and {'train', 'valid'} & set(splits)):
     raise PrepareError(f'engraving {engraving} is held out for evaluation: '
                        'it never reaches the train and valid splits (prepare '
@@ -250,167 +177,14 @@ def list_midi(midi_dir: str, splits: Sequence[str] = SPLITS,
   return out
 
 
-# ---------------------------------------------------------------- caching ---
-
-def _code_hash(*modules) -> str:
-  h = hashlib.sha256()
-  for m in modules:
-    h.update(inspect.getsource(m).encode())
-  return h.hexdigest()[:16]
-
-
-_ENGRAVE_CODE = None
-_AUDIO_CODE = None
-_VEROVIO_CODE = None
-
-
-def _codes():
-  global _ENGRAVE_CODE, _AUDIO_CODE, _VEROVIO_CODE
-  if _ENGRAVE_CODE is None:
-    _ENGRAVE_CODE = _code_hash(engrave_lib)
-    _AUDIO_CODE = _code_hash(synth_lib, audio)
-    _VEROVIO_CODE = _code_hash(engrave_lib, engrave_verovio)
-  return _ENGRAVE_CODE, _AUDIO_CODE
-
-
-def _key(*parts) -> str:
-  h = hashlib.sha256()
-  for p in parts:
-    h.update(repr(p).encode())
-    h.update(b'\0')
-  return h.hexdigest()[:32]
-
-
-def _cache_path(cache_dir: str, stage: str, key: str) -> str:
-  d = os.path.join(cache_dir, stage, key[:2])
-  os.makedirs(d, exist_ok=True)
-  return os.path.join(d, key + '.npz')
-
-
-def _save(path: str, **arrays) -> None:
-  tmp = path + f'.tmp{os.getpid()}.npz'
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # atomic: a killed run never leaves half a file
-
-
-def _soundfont_id(name: str) -> tuple[str, int]:
-  path = synth_lib.soundfont_path(name)
-  return os.path.basename(path), os.path.getsize(path)
-
-
 # ------------------------------------------------------------------ stages ---
 
-def _verovio_cached(melodies, cache_dir, engraving):
-  """Engravings (or exceptions) of melodies by Verovio, from cache or made.
-
-  Every outcome is a fact about the piece and is cached: Verovio runs in
-  this process, so a crash of the machine never returns here.
-  """
-  _codes()
-  out = []
-  for mel in melodies:
-    font = engrave_verovio.engraving_font(engraving, mel.name)
-    try:
-      mei = engrave_verovio.mei_source(mel)
-    except (ValueError, engrave_lib.EngraveError) as e:
-      out.append(engrave_lib.EngraveError(f'{mel.name}: {e}'))
-      continue
-    key = _key('engrave-verovio', _VEROVIO_CODE, font,
-               engrave_verovio.version(), mei)
-    path = _cache_path(cache_dir, 'engrave', key)
-    if not os.path.exists(path):
-      try:
-        res = engrave_verovio.engrave(mel, font)
-      except engrave_lib.EngraveError as e:
-        _save(path, error=np.array(str(e)))
-      else:
-        heads, counts = _flatten(res.noteheads)
-        _save(path, strip=res.strip, heads=heads, counts=counts)
-    with np.load(path, allow_pickle=False) as z:
-      if 'error' in z:
-        out.append(engrave_lib.EngraveError(str(z['error'])))
-      else:
-        out.append((key, z['strip'], _unflatten(z['heads'], z['counts'])))
-  return out
-
-
-def lilypond_style(engraving: str, piece: str) -> engrave_lib.Style:
-  """The LilyPond layout style of a piece in a LilyPond engraving."""
-  return (engrave_lib.drawn_style(piece) if engraving == LILYPOND_DRAWN
-          else engrave_lib.Style())
-
-
 def engraving_params(engraving: str, piece: str) -> dict:
-  """What an engraving gives a piece: its LilyPond style, or its Verovio
-  font (a drawn engraving's drawn values)."""
-  if engraving in LILYPOND_ENGRAVINGS:
-    return {'engraver': 'lilypond',
-            **lilypond_style(engraving, piece).to_json()}
-  return {'engraver': 'verovio',
-          'font': engrave_verovio.engraving_font(engraving, piece)}
-
-
-def _engrave_cached(melodies, cache_dir, timeout_s, engraving=LILYPOND):
-  """Engravings (or exceptions) of melodies, from cache or one LilyPond run
-  (or Verovio's, for a 'verovio_*' engraving)."""
-  if engraving not in LILYPOND_ENGRAVINGS:
-    return _verovio_cached(melodies, cache_dir, engraving)
-  code, _ = _codes()
-  styles = [lilypond_style(engraving, mel.name) for mel in melodies]
-  keys, out, todo = [], [None] * len(melodies), []
-  for i, mel in enumerate(melodies):
-    src, _ = engrave_lib.lilypond_source(mel, styles[i])
-    key = _key('engrave', code, src)
-    path = _cache_path(cache_dir, 'engrave', key)
-    keys.append(key)
-    if os.path.exists(path):
-      with np.load(path, allow_pickle=False) as z:
-        if 'error' in z:
-          out[i] = engrave_lib.EngraveError(str(z['error']))
-        else:
-          out[i] = (key, z['strip'], _unflatten(z['heads'], z['counts']))
-    else:
-      todo.append(i)
-  if todo:
-    results = engrave_lib.engrave_many([melodies[i] for i in todo],
-                                       timeout_s=timeout_s,
-                                       styles=[styles[i] for i in todo])
-    for i, res in zip(todo, results):
-      path = _cache_path(cache_dir, 'engrave', keys[i])
-      if isinstance(res, Exception):
-        if not isinstance(res, engrave_lib.LilyPondRunError):
-          _save(path, error=np.array(str(res)))
-        out[i] = res
-      else:
-        heads, counts = _flatten(res.noteheads)
-        _save(path, strip=res.strip, heads=heads, counts=counts)
-        out[i] = (keys[i], res.strip, res.noteheads)
-  return out
-
-
-def _flatten(noteheads):
-  counts = np.array([len(h) for h in noteheads], np.int32)
-  heads = np.array([x for h in noteheads for x in h], np.float32)
-  return heads, counts
-
-
-def _unflatten(heads, counts):
-  ends = np.cumsum(counts)
-  return tuple(tuple(heads[e - c:e].tolist()) for c, e in zip(counts, ends))
-
-
-def _spectrogram_cached(mel, params, cache_dir):
-  _, code = _codes()
-  notes = tuple((n.pitch, n.start_s, n.end_s) for n in mel.notes)
-  key = _key('audio', code, notes, dataclasses.astuple(params),
-             _soundfont_id(params.soundfont))
-  path = _cache_path(cache_dir, 'audio', key)
-  if os.path.exists(path):
-    with np.load(path) as z:
-      return key, z['spec']
-  spec, = synth_lib.render_spectrograms(mel.notes, params, name=mel.name)
-  _save(path, spec=spec)
-  return key, spec
+  """What an engraving gives a piece: its engraver and the settings (a
+  LilyPond style, a Verovio font; a drawn engraving's drawn values)."""
+  engraver = engraving_lib.engraver_of(engraving)
+  return {'engraver': engraver.name,
+          **engraver.params(engraver.settings(engraving, piece))}
 
 
 def bar_of_tick(mel, tick: int) -> int:
@@ -453,7 +227,7 @@ def _extra_renderings(mel, al, renderings, cache_dir):
     if isinstance(r, performance.Draw):
       r = r.params_for(mel.name)
     try:
-      key, spec = _spectrogram_cached(mel, r, cache_dir)
+      key, spec = piece_cache.spectrogram_cached(mel, r, cache_dir)
     except Exception as e:  # pylint: disable=broad-except
       raise _RenderingError('synth', f'rendering {r.tag}: {e}') from e
     try:
@@ -485,8 +259,8 @@ def _process_chunk(task):
     mels[it.file] = mel
   live = [it for it in items if it.file in mels]
   try:
-    engraved = _engrave_cached([mels[it.file] for it in live], cache_dir,
-                               timeout_s, engraving)
+    engraved = piece_cache.engrave_cached([mels[it.file] for it in live],
+                                          cache_dir, timeout_s, engraving)
   except Exception as e:  # pylint: disable=broad-except
     engraved = [e] * len(live)
   for it, eng in zip(live, engraved):
@@ -498,7 +272,7 @@ def _process_chunk(task):
     it.engraving_params = json.dumps(engraving_params(engraving, mel.name),
                                      sort_keys=True)
     try:
-      akey, spec = _spectrogram_cached(mel, params, cache_dir)
+      akey, spec = piece_cache.spectrogram_cached(mel, params, cache_dir)
     except Exception as e:  # pylint: disable=broad-except
       it.status, it.stage, it.reason = 'skipped', 'synth', str(e)
       continue
@@ -515,13 +289,10 @@ def _process_chunk(task):
       it.status, it.stage, it.reason = 'skipped', e.stage, e.reason
       continue
     it.n_onsets = len(al.onset_frames)
-    # The name is part of the key: two files with the same melody (the data
-    # set has a few) must not share one cached piece under one name.  The
-    # extra audio keys are too: another set of renderings is another piece.
-    path = _cache_path(cache_dir, 'pieces',
-                       _key('piece', mel.name, ekey, akey, extra_keys))
+    path = piece_cache.piece_path(cache_dir, mel.name, ekey, akey,
+                                  extra_keys)
     if not os.path.exists(path):
-      _save_piece(path, mel.name, strip, spec, al,
+      piece_cache.save_piece(path, mel.name, strip, spec, al,
                   onset_bars(mel, al.note_index),
                   [params, *extra_params], extra_specs, extra_onsets)
     it.piece_path = path
@@ -548,7 +319,7 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     params: synthesis parameters of the primary rendering (the one aligned
       to the noteheads).
     workers: processes (default: all cores).
-    timeout_s: LilyPond / FluidSynth time limit per call.
+    timeout_s: engraver (LilyPond) / FluidSynth time limit per call.
     progress: show a progress bar on stderr.
     renderings: extra renderings of every piece, each a fixed ``SynthParams``
       (other tempo factors / soundfonts) or a drawn slot
@@ -561,8 +332,9 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
     PrepareError: a rendering repeating another's tag, or a held-out
       instrument or soundfont for the train or valid split
       (``check_renderings``), an unknown engraving or a held-out one for
-      those splits (``check_engraving``), or LilyPond cannot engrave one
-      note on this machine (nothing is tried then, and nothing cached).
+      those splits (``check_engraving``), or its engraver cannot run on this
+      machine, e.g. LilyPond cannot engrave one note (nothing is tried then,
+      and nothing cached).
   """
   extra_splits = tuple(files) if extra_splits is None else tuple(extra_splits)
   check_renderings(params, (), tuple(files))
@@ -570,9 +342,8 @@ def run_iter(files: dict[str, list[str]], cache_dir: str,
                                 [s for s in files if s in extra_splits])
   check_engraving(engraving, tuple(files))
   try:
-    if engraving in LILYPOND_ENGRAVINGS:
-      engrave_lib.warm_up()
-  except engrave_lib.LilyPondRunError as e:
+    engraving_lib.engraver_of(engraving).warm_up()
+  except engraving_lib.EngraveError as e:
     raise PrepareError(str(e)) from e
   items = [Item(file=f, split=s) for s, fs in files.items() for f in fs]
   chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]

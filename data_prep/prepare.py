@@ -24,7 +24,7 @@ own configs: verovio_<font> is Verovio in one of its fonts (Leipzig,
 Bravura, Gootville, Petaluma; Leland is held out for evaluation and only
 prepared with --splits test), verovio_drawn a training font drawn per
 piece, lilypond_drawn LilyPond with a staff size, spacing and line
-thicknesses drawn per piece (data_prep.engrave.drawn_style); e.g.
+thicknesses drawn per piece (lilypond_source.drawn_style); e.g.
 verovio_leland_pairs or oneills_verovio_bravura_pieces, with the report
 prep_report[_<collection>]_<engraving>.json (each piece's drawn values in
 its item's engraving_params).  Training pools them as

@@ -25,7 +25,7 @@ Rules for a sheet image (``sheet_from_image``):
   mean of a line's rows at least 80 % as dark as its darkest), and five
   lines with about equal spacing must be found.  The image is scaled (aspect
   kept) so the median line spacing becomes ``STAFF_SPACE`` = 4 px (the
-  engraving of the data, ``data_prep.engrave``), and the 40 x 100 window is
+  engraving of the data, ``data_prep.engraving``), and the 40 x 100 window is
   cut with the middle staff line on row 20 (as in the data) and centred
   horizontally on the image (or on ``x_frac`` of its width), white paper
   beyond the image.

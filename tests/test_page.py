@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep import engrave as E
-from data_prep import engrave_verovio as V
 from data_prep import melody as M
+from data_prep.engraving import lilypond as L
+from data_prep.engraving import lilypond_source as S
+from data_prep.engraving import strip as strip_lib
+from data_prep.engraving import verovio as V
 from dccaflax import frontends
 from dccaflax import snippets
 
@@ -43,9 +45,10 @@ def _check(page, eng, n_systems):
 
 
 def test_lilypond_page(mel, tmp_path):
-  path = E.page_png(mel, str(tmp_path / 'page.png'), title='Reel of Test')
+  path = L.page_png(mel, str(tmp_path / 'page.png'), title='Reel of Test')
   grey = np.asarray(Image.open(path), np.float32)
-  truth = E.find_staves(grey.astype(np.uint8))       # known spacing
+  truth = strip_lib.find_staves(grey.astype(np.uint8),  # known spacing
+                                S.Style().px_per_space)
   found = frontends.page_staves(grey)
   assert len(found) == len(truth) >= 4               # the title is no staff
   np.testing.assert_allclose([l[2] for l, _, _ in found],
@@ -53,7 +56,7 @@ def test_lilypond_page(mel, tmp_path):
   assert frontends.is_page(path)
   page = frontends.page_snippets(path)
   assert page.scale == pytest.approx(0.2, abs=0.005)   # 20 px per space
-  _check(page, E.engrave(mel), len(truth))
+  _check(page, L.engrave(mel), len(truth))
 
 
 def test_verovio_page(mel, tmp_path):
@@ -61,7 +64,7 @@ def test_verovio_page(mel, tmp_path):
                     title='Reel of Test')
   page = frontends.page_snippets(path)
   eng = V.engrave(mel, 'Petaluma')
-  tk = V._toolkit('Petaluma')                         # pylint: disable=protected-access
+  tk = V.toolkit('Petaluma')
   tk.loadData(V.mei_source(mel))
   n_systems = len(V.svg_layout(tk.renderToSVG(1), 'Petaluma')[0])
   assert page.scale == pytest.approx(4 / V.PX_PER_SPACE, abs=0.01)
@@ -80,6 +83,6 @@ def test_not_a_page(tmp_path, mel):
   with pytest.raises(frontends.QueryError, match='step must be'):
     frontends.page_snippets(tmp_path / 't.png', step=0)
   # one staff is a snippet's image, not a page
-  strip = E.engrave(mel).strip
+  strip = L.engrave(mel).strip
   Image.fromarray(strip[:, :300]).save(tmp_path / 'one.png')
   assert not frontends.is_page(tmp_path / 'one.png')

@@ -216,15 +216,17 @@ def test_retrieve_entry_point(recordings, real_model, real_index, tmp_path):
 def test_a_page_queries_the_audio(real_midi, real_model, real_index, tmp_path):
   """A titled page of a test piece, as LilyPond and as Verovio engrave it:
   each snippet along its systems retrieves audio, the pieces are voted."""
-  from data_prep import engrave  # pylint: disable=g-import-not-at-top
-  from data_prep import engrave_verovio  # pylint: disable=g-import-not-at-top
+  from data_prep import engraving  # pylint: disable=g-import-not-at-top
   from data_prep import melody  # pylint: disable=g-import-not-at-top
   path = sorted((real_midi / 'test').glob('*.mid'))[0]
   mel = melody.read_melody(str(path))
-  pages = {'lilypond': engrave.page_png(mel, str(tmp_path / 'ly.png'),
-                                        title=mel.name),
-           'verovio': engrave_verovio.page_png(mel, str(tmp_path / 'vr.png'),
-                                               'Leland', title=mel.name)}
+  pages = {}
+  for name, engraving_name in (('lilypond', 'lilypond'),
+                               ('verovio', 'verovio_leland')):
+    engraver = engraving.get(name)
+    pages[name] = engraver.page_png(
+        mel, str(tmp_path / f'{name}.png'),
+        engraver.settings(engraving_name, mel.name), title=mel.name)
   for engraver, page in pages.items():
     printed = []
     ident = commands.retrieve(str(real_model), str(real_index), sheet=page,
@@ -249,13 +251,13 @@ def test_a_page_index_answers_audio(real_midi, real_model, recordings,
                                     tmp_path):
   """Pages indexed as they are (experiments.index --pages); an audio query
   finds its page, system and place, and a figure re-cuts the snippets."""
-  from data_prep import engrave  # pylint: disable=g-import-not-at-top
   from data_prep import melody  # pylint: disable=g-import-not-at-top
+  from data_prep.engraving import lilypond  # pylint: disable=g-import-not-at-top
   pages = tmp_path / 'pages'
   pages.mkdir()
   for path in sorted((real_midi / 'test').glob('*.mid')):
     mel = melody.read_melody(str(path))
-    engrave.page_png(mel, str(pages / f'{mel.name}.png'), title=mel.name)
+    lilypond.page_png(mel, str(pages / f'{mel.name}.png'), title=mel.name)
   out = tmp_path / 'pages.npz'
   rc, log = run_cli('experiments.index', '--workdir', real_model, '--pages',
                     pages, '--out', out)

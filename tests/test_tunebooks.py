@@ -8,6 +8,7 @@ import mido
 import numpy as np
 import pytest
 
+from data_prep import abc_reading
 from data_prep import melody
 from data_prep import source
 from data_prep import tunebooks
@@ -87,17 +88,17 @@ def test_ambiguous_repeat_is_reported_skipped():
 def test_play_order():
   f, t = False, True
   # A:| B:|  -- the second strain repeats from the end of the first
-  assert tunebooks.play_order([f] * 4, [f, t, f, t], {}) == [
+  assert abc_reading.play_order([f] * 4, [f, t, f, t], {}) == [
       0, 1, 0, 1, 2, 3, 2, 3]
   # |:A:| |:B :|  with first and second endings on bars 3 and 4
-  assert tunebooks.play_order([t, f, t, f, f], [t, f, f, t, f],
+  assert abc_reading.play_order([t, f, t, f, f], [t, f, f, t, f],
                               {3: (1,), 4: (2,)}) == [
                                   0, 0, 1, 2, 3, 2, 4]
   # a second ending before its first, and a |: never closed
   with pytest.raises(tunebooks.ConversionError, match='second ending'):
-    tunebooks.play_order([f] * 3, [f] * 3, {1: (2,)})
+    abc_reading.play_order([f] * 3, [f] * 3, {1: (2,)})
   with pytest.raises(tunebooks.ConversionError, match='never closed'):
-    tunebooks.play_order([f, t, f], [f] * 3, {})
+    abc_reading.play_order([f, t, f], [f] * 3, {})
 
 
 def _abc(body, extra=''):

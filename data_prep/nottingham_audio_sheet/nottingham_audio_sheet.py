@@ -1,7 +1,7 @@
 """TFDS builder: folk-tune melodies as aligned (sheet snippet, audio) data.
 
 Engravings: each collection is engraved by LilyPond (the paper's look), and
-may be by Verovio in one of its fonts (``data_prep.engrave_verovio``), each
+may be by Verovio in one of its fonts (``data_prep.engraving.verovio``), each
 engraving in its own configs: ``verovio_bravura_pairs``,
 ``oneills_verovio_leipzig_pieces``, ... (``pipeline.ENGRAVINGS``; a held-out
 one holds a test split only).
@@ -66,6 +66,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle
 
 from data_prep import performance
+from data_prep import piece_cache
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
@@ -148,7 +149,7 @@ def extra_features(tags: Sequence[str], extra_specs: Sequence[np.ndarray],
   }
 
 
-def piece_features(piece: pipeline.Piece) -> dict[str, np.ndarray | str]:
+def piece_features(piece: piece_cache.Piece) -> dict[str, np.ndarray | str]:
   """A prepared piece as ``piece_examples`` takes it.
 
   Returns:
@@ -370,7 +371,7 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
     """The prepared pieces of a split, in file order (``piece_features``)."""
     while (it := self._next_item(split)) is not None:
       if it.status == 'ok':
-        yield piece_features(pipeline.load_piece(it.piece_path))
+        yield piece_features(piece_cache.load_piece(it.piece_path))
 
   def _generate_examples(self, split: str):
     for piece in self._pieces(split):

@@ -1,9 +1,9 @@
-"""Melody -> MEI -> Verovio SVG -> unrolled score strip with notehead x.
+"""The Verovio engraver: melody -> MEI -> Verovio SVG -> strip.
 
-A second engraver beside LilyPond (``engrave``), for score images that do not
-all look like one program's output.  Per piece:
+A second engraver beside LilyPond (``lilypond``), for score images that do
+not all look like one program's output.  Per piece:
 
-1. :func:`mei_source` writes the melody's :func:`engrave.layout` (the same
+1. :func:`mei_source` writes the melody's :func:`notation.layout` (the same
    bars, tied note pieces, rests and triplets LilyPond gets) as MEI.  The
    onset piece of ``melody.notes[i]`` carries ``xml:id="n{i}"``; tied
    continuations carry other ids.  Accidentals are written where the key
@@ -16,7 +16,7 @@ all look like one program's output.  Per piece:
    the notehead centre of each ``n{i}`` from its glyph's position and the
    font's glyph box, so notehead <-> onset links are exact by construction:
    no image analysis.  The SVG is rasterised (cairosvg) at ``PX_PER_SPACE``
-   = 12 px per staff space and cut into the strip by ``engrave.unroll``
+   = 12 px per staff space and cut into the strip by ``strip.unroll``
    (box filter 3 to 4 px per staff space), as LilyPond's page is.
 
 Fonts: Verovio ships five.  ``HELDOUT_FONTS`` are kept for evaluation: the
@@ -32,15 +32,17 @@ import hashlib
 import io
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from xml.sax import saxutils
 
 import numpy as np
 from PIL import Image
 
-from data_prep import engrave as engrave_lib
-from data_prep.engrave import EngraveError, Engraving
-from data_prep.melody import Melody
+from data_prep.engraving import notation
+from data_prep.engraving import strip as strip_lib
+from data_prep.engraving.strip import EngraveError, Engraving
+from data_prep.melody import Melody, bar_ticks
 
 FONTS = ('Leipzig', 'Bravura', 'Gootville', 'Petaluma', 'Leland')
 HELDOUT_FONTS = ('Leland',)
@@ -89,29 +91,6 @@ def engraving_font(engraving: str, piece: str) -> str:
 
 # ------------------------------------------------------------------ MEI ---
 
-def _durations(tpb: int) -> dict[int, tuple[str, int]]:
-  """Representable lengths (ticks) -> MEI ``(dur, dots)``."""
-  return {t: (tok.rstrip('.'), tok.count('.'))
-          for t, tok in engrave_lib._base_durations(tpb).items()}  # pylint: disable=protected-access
-
-
-def spelled(pitch: int, fifths: int) -> tuple[str, int, int]:
-  """``(letter, alteration, octave)`` of a MIDI pitch spelled for a key
-  (the spelling LilyPond gets: ``engrave.pitch_name``); MIDI 60 = C4."""
-  name = engrave_lib.pitch_name(pitch, fifths)
-  core = name.rstrip("',")
-  alter = core.count('is') - core[1:].count('es')
-  return name[0], alter, 3 + name.count("'") - name.count(',')
-
-
-def key_alterations(fifths: int) -> dict[str, int]:
-  """Alteration the key signature gives each letter."""
-  order = engrave_lib._SHARP_ORDER  # pylint: disable=protected-access
-  if fifths >= 0:
-    return {c: int(c in order[:fifths]) for c in 'abcdefg'}
-  return {c: -int(c in order[::-1][:-fifths]) for c in 'abcdefg'}
-
-
 _ACCID = {-2: 'ff', -1: 'f', 0: 'n', 1: 's', 2: 'x'}
 
 
@@ -127,19 +106,19 @@ def _beat(time: tuple[int, int], tpb: int) -> int:
 
 
 def mei_source(melody: Melody, title: str = '') -> str:
-  """MEI (5.0) of a melody's :func:`engrave.layout` (``title`` in its header,
-  for :func:`page_png`).
+  """MEI (5.0) of a melody's :func:`notation.layout` (``title`` in its
+  header, for :func:`page_png`).
 
   Raises:
     EngraveError: a token without a plain or dotted note value.
-    ValueError: as :func:`engrave.layout`.
+    ValueError: as :func:`notation.layout`.
   """
   tpb = melody.ticks_per_beat
   notes = melody.notes
-  bars = engrave_lib.layout(melody)
-  durs = _durations(tpb)
+  bars = notation.layout(melody)
+  durs = notation.note_values(tpb)
   first = bars[0]
-  clef = ('clef.shape="F" clef.line="4"' if engrave_lib.clef(melody) == 'bass'
+  clef = ('clef.shape="F" clef.line="4"' if notation.clef(melody) == 'bass'
           else 'clef.shape="G" clef.line="2"')
   out = ['<?xml version="1.0" encoding="UTF-8"?>',
          '<mei xmlns="http://www.music-encoding.org/ns/mei" meiversion="5.0">',
@@ -149,12 +128,12 @@ def mei_source(melody: Melody, title: str = '') -> str:
          + '</titleStmt><pubStmt/></fileDesc></meiHead>',
          '<music><body><mdiv><score>',
          f'<scoreDef meter.count="{first.time[0]}" meter.unit="{first.time[1]}" '
-         f'keysig="{_keysig(engrave_lib.key_fifths(first.key))}">',
+         f'keysig="{_keysig(notation.key_fifths(first.key))}">',
          f'<staffGrp><staffDef n="1" lines="5" {clef}/></staffGrp></scoreDef>',
          '<section>']
   prev_tied = False
   for bar in bars:
-    fifths = engrave_lib.key_fifths(bar.key)
+    fifths = notation.key_fifths(bar.key)
     if bar.new_time or bar.new_key:
       attrs = ''
       if bar.new_time:
@@ -162,11 +141,11 @@ def mei_source(melody: Melody, title: str = '') -> str:
       if bar.new_key:
         attrs += f' keysig="{_keysig(fifths)}"'
       out.append(f'<scoreDef{attrs}/>')
-    full = engrave_lib.bar_ticks(*bar.time, tpb)
+    full = bar_ticks(*bar.time, tpb)
     attrs = ' metcon="false"' if bar.length != full else ''
     if bar.last:
       attrs += ' right="end"'
-    in_key = key_alterations(fifths)
+    in_key = notation.key_alterations(fifths)
     state: dict[tuple[str, int], int] = {}
     beat = _beat(bar.time, tpb)
     # tokens: (xml, tuplet span, beamable, beat index)
@@ -176,13 +155,13 @@ def mei_source(melody: Melody, title: str = '') -> str:
       if pc.written not in durs:
         raise EngraveError(f'{melody.name}: a note piece of {pc.written} '
                            'ticks has no plain or dotted note value')
-      dur, dots = durs[pc.written]
-      dur_attr = f'dur="{dur}"' + (f' dots="{dots}"' if dots else '')
+      value, dots = durs[pc.written]
+      dur_attr = f'dur="{value}"' + (f' dots="{dots}"' if dots else '')
       if pc.note < 0:
         tokens.append((f'<rest {dur_attr}/>', pc.tuplet, False, None))
         prev_tied = False
         continue
-      letter, alter, octave = spelled(notes[pc.note].pitch, fifths)
+      letter, alter, octave = notation.spelled(notes[pc.note].pitch, fifths)
       attr = f'pname="{letter}" oct="{octave}" {dur_attr}'
       shown = state.get((letter, octave), in_key[letter])
       if alter != shown and pc.onset:
@@ -255,7 +234,7 @@ def version() -> str:
   return verovio.toolkit().getVersion()
 
 
-def _toolkit(font: str):
+def toolkit(font: str):
   import verovio  # pylint: disable=import-outside-toplevel
   verovio.enableLog(verovio.LOG_OFF)
   tk = verovio.toolkit()
@@ -356,7 +335,7 @@ def page_png(melody: Melody, out_path: str, font: str = 'Leipzig',
     EngraveError: Verovio does not read the MEI.
   """
   font = font_name(font)
-  tk = _toolkit(font)
+  tk = toolkit(font)
   tk.setOptions({'header': 'auto'})
   if not tk.loadData(mei_source(melody, title)):
     raise EngraveError(f'{melody.name}: Verovio did not read its MEI')
@@ -371,14 +350,14 @@ def engrave(melody: Melody, font: str = 'Leipzig') -> Engraving:
   Raises:
     EngraveError: the melody cannot be written as MEI, Verovio does not read
       it, or its output lacks a staff or a notehead.
-    ValueError: an unknown font, or as :func:`engrave.layout`.
+    ValueError: an unknown font, or as :func:`notation.layout`.
   """
   font = font_name(font)
   try:
     mei = mei_source(melody)
   except EngraveError as e:
     raise EngraveError(f'{melody.name}: {e}') from e
-  tk = _toolkit(font)
+  tk = toolkit(font)
   if not tk.loadData(mei):
     raise EngraveError(f'{melody.name}: Verovio did not read its MEI')
   pages, staves, heads, y0 = [], [], [], 0
@@ -394,11 +373,66 @@ def engrave(melody: Melody, font: str = 'Leipzig') -> Engraving:
   w = max(p.shape[1] for p in pages)
   page = np.concatenate([np.pad(p, ((0, 0), (0, w - p.shape[1])),
                                 constant_values=255) for p in pages])
-  strip, noteheads = engrave_lib.unroll(page, staves, heads,
-                                        len(melody.notes), PX_PER_SPACE)
+  strip, noteheads = strip_lib.unroll(page, staves, heads,
+                                      len(melody.notes), PX_PER_SPACE)
   missing = [i for i, h in enumerate(noteheads) if len(h) != 1]
   if missing:
     raise EngraveError(f'{melody.name}: Verovio drew {len(noteheads[missing[0]])} '
                        f'noteheads for note {missing[0]} (and '
                        f'{len(missing) - 1} more notes not one)')
   return Engraving(strip=strip, noteheads=noteheads, source=mei)
+
+
+def engrave_many(melodies, fonts) -> list:
+  """:func:`engrave` of each melody in its font (a sequence as long).
+
+  Returns:
+    One :class:`Engraving` or ``EngraveError`` per melody, in order.
+  """
+  out = []
+  for mel, font in zip(melodies, fonts, strict=True):
+    try:
+      out.append(engrave(mel, font))
+    except EngraveError as e:
+      out.append(e)
+  return out
+
+
+class Verovio:
+  """The Verovio engraver, as the registry (``data_prep.engraving``) has
+  it: the engravings ``ENGRAVINGS``, one per font and ``DRAWN``.  Verovio
+  runs in this process, so every failure is a fact about the piece."""
+  name = 'verovio'
+  engravings = ENGRAVINGS
+  heldout_engravings = HELDOUT_ENGRAVINGS
+  uncached_errors = ()
+  modules = (notation, strip_lib, sys.modules[__name__])
+
+  def settings(self, engraving: str, piece: str) -> str:
+    """The font ``engraving`` gives ``piece``."""
+    return engraving_font(engraving, piece)
+
+  def params(self, settings: str) -> dict:
+    return {'font': settings}
+
+  def source(self, melody: Melody, settings: str) -> str:
+    del settings  # the font is not in the MEI
+    return mei_source(melody)
+
+  def version(self) -> str:
+    return version()
+
+  def warm_up(self) -> None:
+    pass
+
+  def engrave_many(self, melodies, settings, timeout_s: float = 120.0
+                   ) -> list:
+    del timeout_s  # in this process, not timed
+    return engrave_many(melodies, settings)
+
+  def page_png(self, melody: Melody, out_path: str, settings: str,
+               title: str = '') -> str:
+    return page_png(melody, out_path, settings, title=title)
+
+
+ENGRAVER = Verovio()

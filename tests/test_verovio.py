@@ -1,5 +1,6 @@
-"""Tests for data_prep.engrave_verovio (MEI, Verovio SVG, exact notehead links)
-and the held-out font's exclusion from training data."""
+"""Tests for the Verovio engraver (data_prep.engraving.verovio: MEI, Verovio
+SVG, exact notehead links) and the held-out font's exclusion from training
+data."""
 
 import json
 import re
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 
 from data_prep import build
-from data_prep import engrave as E
-from data_prep import engrave_verovio as V
 from data_prep import melody as M
 from data_prep import pipeline
+from data_prep.engraving import lilypond_source as S
+from data_prep.engraving import notation as N
+from data_prep.engraving import verovio as V
 from dccaflax import input_pipeline
 from dccaflax.snippets import STRIP_HEIGHT
 
@@ -30,7 +32,7 @@ def _melody(notes, ts=(4, 4), key=0, bar_lines=()):
 def _row(pitch, fifths):
   """Strip row of a notehead's centre: the middle line (treble B4) is row
   24, a diatonic step is half a 4-px staff space."""
-  letter, _, octave = V.spelled(pitch, fifths)
+  letter, _, octave = N.spelled(pitch, fifths)
   steps = 7 * octave + _STEPS[letter] - (7 * 4 + _STEPS['b'])
   return STRIP_HEIGHT // 2 - 2 * steps
 
@@ -85,7 +87,7 @@ def test_real_piece_every_font(midi_dir, font):
   mel = M.read_melody(midi_dir / 'valid' / 'morris_simple_chords_4.mid')
   eng = V.engrave(mel, font)
   assert eng.strip.dtype == np.uint8 and eng.strip.shape[0] == STRIP_HEIGHT
-  fifths = V.engrave_lib.key_fifths(mel.key_signatures[0][1])
+  fifths = N.key_fifths(mel.key_signatures[0][1])
   inked = _check_links(mel, eng, fifths)
   # nearly all noteheads are filled (the rest are hollow half/whole notes)
   assert inked >= 0.8 * len(mel.notes), (inked, len(mel.notes))
@@ -153,7 +155,7 @@ def test_prepared_engraving_pairs_match_lilypond(tmp_path, midi_dir):
       assert params == [{'engraver': 'verovio', 'font': 'Leland'}] * 2
     elif engraving == 'lilypond_drawn':
       assert [p['staff_size'] for p in params] == [
-          E.drawn_style(it['file'].rsplit('/', 1)[-1][:-4]).staff_size
+          S.drawn_style(it['file'].rsplit('/', 1)[-1][:-4]).staff_size
           for it in report['items']]
   lily = input_pipeline.load_pairs(data, 'test')
   vero = input_pipeline.load_pairs(data, 'test',
