@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dccaflax import augment
 from dccaflax import cca
 from dccaflax import checkpoints
 from dccaflax import config as config_lib
@@ -359,7 +360,8 @@ def test_models_side_by_side_equal_single_runs(synthetic_data):
   config, train, arrays, model, optimizer, _ = _tiny_setup(
       synthetic_data, learning_rate=0.001)
   seeds, n = (0, 1), 2
-  for aug in (steps.Augment(2, 1, 1, 3.0, 2.0),):   # every draw per seed
+  for aug in (augment.AugmentConfig(dx=2, dy=1, dframe=1, gain_db=3.0,
+                                    gain_curve_db=2.0),):   # every draw
     kw = dict(model=model, optimizer=optimizer, reg=config.reg, augment=aug)
     states0 = [steps.create_train_state(jax.random.key(s), model, optimizer)
                for s in seeds]
