@@ -58,7 +58,7 @@ class Augmentation:
   """One augmentation (see the module doc).
 
   Attributes:
-    name: what it is called in errors and docs.
+    name: what it is called.
     modality: ``SHEET`` or ``AUDIO``.
     stage: ``OFFSET``: ``fn(key, batch_size, value) -> (B,) int32`` is the
       ``input_pipeline.batch_windows`` argument of its setting's name;
@@ -97,7 +97,7 @@ def draw_offset(key: jax.Array, batch_size: int, most: int) -> jax.Array:
   return jax.random.randint(key, (batch_size,), -most, most + 1, jnp.int32)
 
 
-def _off(name, limit, help_text):
+def _offset(name, limit, help_text):
   return (Setting(name, int, limit, help_text),)
 
 
@@ -113,13 +113,13 @@ SHEET_SCALE_MARGIN = _reach(snippets.SHEET_WIDTH, MAX_SHEET_SCALE)  # 16 px
 # Applied in this order within a stage.  The keys are the ones the step has
 # always used, so a run replays as before.
 REGISTRY = (
-    Augmentation('sheet shift', SHEET, OFFSET, draw_offset, _off(
+    Augmentation('sheet shift', SHEET, OFFSET, draw_offset, _offset(
         'dx', MAX_DX, 'Max random horizontal sheet shift (px, 0 = off).'),
                  key=('split', 3, 0), gap=MAX_DX),
-    Augmentation('vertical sheet shift', SHEET, OFFSET, draw_offset, _off(
+    Augmentation('vertical sheet shift', SHEET, OFFSET, draw_offset, _offset(
         'dy', snippets.STRIP_MARGIN, 'Max random vertical sheet shift (px, '
         '0 = off).'), key=('split', 3, 1)),   # within the strip's margin
-    Augmentation('onset jitter', AUDIO, OFFSET, draw_offset, _off(
+    Augmentation('onset jitter', AUDIO, OFFSET, draw_offset, _offset(
         'dframe', MAX_DFRAME, 'Max random onset jitter (frames, 0 = off).'),
                  key=('split', 3, 2), gap=MAX_DFRAME),
     Augmentation('time stretch', AUDIO, WINDOW, audio_augment.stretch_time, (
