@@ -188,6 +188,11 @@ REGISTRY = (
                          ('blur 0.8 px', {'sheet_blur': 0.8}),
                          ('contrast 0.5', {'sheet_contrast': 0.5}),
                          ('noise 0.3', {'sheet_noise': 0.3}))),
+    Augmentation('erasure', SHEET, WINDOW, sheet_augment.erase_columns, (
+        Setting('sheet_erase', int, snippets.SHEET_WIDTH // 4, 'Widest band '
+                'of columns of a sheet snippet painted over with paper (px, '
+                '25 the most; 0 = off).'),), key=('fold', 2),
+                 figure=(('erase 20 px', {'sheet_erase': 20}),)),
 )
 SETTINGS = {s.name: s for a in REGISTRY for s in a.settings}
 

@@ -207,3 +207,13 @@ def scan(key: jax.Array, sheets: jax.Array, rotate: float = 0.0,
                                      0.0), ink)
   out = snippets.PAPER - ink
   return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+
+
+def erase_columns(key: jax.Array, sheets: jax.Array,
+                  max_px: int) -> jax.Array:
+  """One band of up to ``max_px`` columns per snippet painted over with
+  paper, width and position uniform (a smudge, a fold, a torn edge):
+  ``audio_augment.mask`` on the ink.  ``(N, H, W)`` uint8 in and out."""
+  ink = snippets.PAPER - sheets.astype(jnp.float32)
+  ink = audio_augment.mask(key, ink, max_px, 0)
+  return (snippets.PAPER - ink).astype(jnp.uint8)

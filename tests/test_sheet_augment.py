@@ -141,3 +141,19 @@ def test_each_scan_setting_on_the_device_path(piece_arrays, setting):
   for bad in (-0.01, limit * 1.01, float('nan')):
     with pytest.raises(ValueError, match=f'aug_{name}'):
       tiny_train_config('unused', **{f'aug_{name}': bad})
+
+
+def test_erase_paints_one_band_of_columns_with_paper(piece_arrays):
+  aug = tiny_train_config('unused', aug_sheet_erase=20).augment
+  n = piece_arrays.x.shape[0]
+  plain, _ = input_pipeline.batch_windows(piece_arrays, jnp.arange(n))
+  out = np.asarray(augment.apply(augment.SHEET, KEY, plain, aug))
+  changed = out != np.asarray(plain)
+  assert np.all(out[changed] == 255)                  # only paper added
+  for columns in changed.any(axis=1):
+    where = np.flatnonzero(columns)
+    assert where.size == 0 or where[-1] - where[0] < 20   # one band
+  assert changed.any(axis=(1, 2)).mean() > 0.5
+  for bad in (-1, 26, 2.5):
+    with pytest.raises(ValueError, match='aug_sheet_erase'):
+      tiny_train_config('unused', aug_sheet_erase=bad)
