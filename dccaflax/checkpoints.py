@@ -112,7 +112,8 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
   new['data_dir'] = portable_path(new['data_dir'])
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
+      # as the run is read back: a setting added since has its default
+      old = config_lib.TrainConfig.from_json(json.load(f)).to_json()
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if changed:
       logging.warning('resuming %s with changed settings (old, new): %s',

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dccaflax import augment
+from dccaflax import checkpoints
 from dccaflax import config as config_lib
 from dccaflax import pieceset
 from dccaflax import snippets
@@ -61,6 +62,23 @@ def test_shipped_config_reads_back_identically():
   # an augmentation added since is off
   assert all(flat[k] == 0 for k in set(flat) - set(raw))
   assert config.augment == augment.AugmentConfig()
+
+
+def test_resuming_an_older_run_changes_no_setting(tmp_path, monkeypatch):
+  """A config.json from before an augmentation existed: resuming with the
+  same flags warns of nothing."""
+  raw = json.loads((_REPO / 'models/nottingham_paper/config.json')
+                   .read_text())
+  older = {k: v for k, v in raw.items() if k != 'aug_sheet_scale'}
+  (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps(older))
+  warnings = []
+  monkeypatch.setattr(checkpoints.logging, 'warning',
+                      lambda *args: warnings.append(args))
+  checkpoints.write_config(str(tmp_path), config_lib.TrainConfig.from_json(raw))
+  assert not warnings
+  checkpoints.write_config(str(tmp_path), config_lib.TrainConfig.from_flat(
+      **{**raw, 'aug_dx': 2}))
+  assert len(warnings) == 1 and warnings[0][2] == {'aug_dx': (0, 2)}
 
 
 @pytest.mark.parametrize('name', sorted(augment.SETTINGS))
