@@ -10,6 +10,7 @@ import numpy as np
 
 from data_prep import performance
 from dccaflax import audio
+from dccaflax import augment
 from dccaflax import pieceset
 from dccaflax import snippets
 
@@ -168,19 +169,9 @@ def draw_renderings(ex, out: str, n_pairs: int = 5) -> str:
   return out
 
 
-# One row per audio augmentation of the robust recipe
-# (experiments/nottingham_robust.flags), then all of them together.
-AUGMENTATIONS = (
-    ('none', {}),
-    ('stretch +-10 %', dict(stretch=0.1)),
-    ('tuning +-0.5 bin', dict(tune_bins=0.5)),
-    ('tilt / EQ 6 dB', dict(eq_db=6.0)),
-    ('gain curve 6 dB', dict(curve_db=6.0)),
-    ('noise floor 25 dB', dict(noise_db=25.0)),
-    ('masks 8 frames, 6 bins', dict(time_mask=8, freq_mask=6)),
-    ('all of them', dict(stretch=0.1, tune_bins=0.5, eq_db=6.0, curve_db=6.0,
-                         noise_db=25.0, time_mask=8, freq_mask=6)),
-)
+# One row per audio augmentation (dccaflax.augment.REGISTRY, at the values of
+# the robust recipe, experiments/nottingham_robust.flags), then all of them.
+AUGMENTATIONS = (('none', {}),) + augment.figure_rows(augment.AUDIO)
 
 
 def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
@@ -192,23 +183,22 @@ def draw_augmentations(ex, out: str, n_pairs: int = 5, seed: int = 0) -> str:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from dccaflax import audio_augment  # pylint: disable=g-import-not-at-top
-  from dccaflax import steps  # pylint: disable=g-import-not-at-top
   _, spec, frames = rendering_spectrograms(ex)[0]
   picks = np.linspace(0, len(frames) - 1, min(n_pairs, len(frames))).round(
   ).astype(int)
-  m = audio_augment.MARGIN
-  half = snippets.SPEC_FRAMES // 2 + m    # the wider window of a stretch
+  m = augment.layout_gap(augment.AUDIO)
+  half = snippets.SPEC_FRAMES // 2 + m    # the widest window of any
   padded = np.pad(spec, ((0, 0), (half, half)))   # silence, as between pieces
   wide = np.stack([padded[:, frames[i]:frames[i] + 2 * half] for i in picks])
   fig, axes = plt.subplots(len(AUGMENTATIONS), len(picks), squeeze=False,
                            figsize=(2.4 * len(picks),
                                     1.5 * len(AUGMENTATIONS)))
   for r, (label, setting) in enumerate(AUGMENTATIONS):
-    aug = steps.Augment(**setting)
-    x = wide if aug.stretch else wide[:, :, m:-m]
-    got = np.asarray(steps.augment_audio(
-        jax.random.fold_in(jax.random.key(seed), r), x, aug))
+    aug = augment.AugmentConfig(**setting)
+    trim = m - augment.margin(aug, augment.AUDIO)
+    got = np.asarray(augment.apply(
+        augment.AUDIO, jax.random.fold_in(jax.random.key(seed), r),
+        wide[:, :, trim:wide.shape[-1] - trim], aug))
     for j, i in enumerate(picks):
       a = axes[r, j]
       a.imshow(got[j], origin='lower', cmap='magma', aspect='auto', vmin=0,
@@ -250,7 +240,7 @@ def draw_collections(data_dir: str, collections, out: str,
                            gridspec_kw=dict(width_ratios=[1.6, 1, 1, 1, 1],
                                             hspace=0.55))
   bins = np.linspace(0.0, 4.0, 41)
-  m = sheet_augment.MARGIN
+  m = augment.SHEET_SCALE_MARGIN
   for r, collection in enumerate(collections):
     ps = input_pipeline.load_pieces(data_dir, split, max_pieces,
                                     collections=(collection,))
@@ -290,19 +280,9 @@ def draw_collections(data_dir: str, collections, out: str,
   return out
 
 
-# The scan-like sheet augmentations of the engravings recipe
-# (experiments/engravings_scans.flags), one row each, then all of them together.
-SHEET_AUGMENTATIONS = (
-    ('rotate 1 deg', dict(sheet_rotate=1.0)),
-    ('zoom 15 %', dict(sheet_zoom=0.15)),
-    ('strokes 0.5', dict(sheet_stroke=0.5)),
-    ('blur 0.8 px', dict(sheet_blur=0.8)),
-    ('contrast 0.5', dict(sheet_contrast=0.5)),
-    ('noise 0.3', dict(sheet_noise=0.3)),
-    ('all of them', dict(sheet_rotate=1.0, sheet_zoom=0.15, sheet_stroke=0.5,
-                         sheet_blur=0.8, sheet_contrast=0.5,
-                         sheet_noise=0.3)),
-)
+# One row per sheet augmentation (dccaflax.augment.REGISTRY, the scan-like
+# ones at the values of experiments/engravings_scans.flags), then all of them.
+SHEET_AUGMENTATIONS = augment.figure_rows(augment.SHEET)
 
 
 def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
@@ -313,7 +293,7 @@ def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
   Rows: the piece's snippets (``n_pairs`` evenly spaced pairs) in each data
   source of ``sources`` (e.g. 'nottingham', 'nottingham:verovio_leland'),
   then the first one's under each of ``SHEET_AUGMENTATIONS``, drawn as the
-  training step draws them (``steps.augment_sheets``) from ``seed``.
+  training step draws them (``augment.apply``) from ``seed``.
 
   Raises:
     KeyError: the piece or split is not prepared in a source.
@@ -323,7 +303,6 @@ def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
-  from dccaflax import steps  # pylint: disable=g-import-not-at-top
   rows = []
   for src in sources:
     ex, _ = find_piece(data_dir, name, split,
@@ -336,8 +315,9 @@ def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
                            for i in picks])))
   base = rows[0][1]
   for r, (label, setting) in enumerate(SHEET_AUGMENTATIONS):
-    got = steps.augment_sheets(jax.random.fold_in(jax.random.key(seed), r),
-                               base, steps.Augment(**setting))
+    got = augment.apply(augment.SHEET,
+                        jax.random.fold_in(jax.random.key(seed), r), base,
+                        augment.AugmentConfig(**setting))
     rows.append((label, np.asarray(got)))
   n = base.shape[0]
   fig, axes = plt.subplots(len(rows), n, squeeze=False,

@@ -14,12 +14,17 @@ the jitted training step (``steps._step``), drawn per excerpt, and each is a
   bin (24 bins per octave: 0.5 bin is a quarter tone);
 * ``stretch_time`` (``aug_stretch``): the excerpt played up to +-10 %
   faster or slower around its onset, resampled from a wider window
-  (``MARGIN`` frames each side, which ``pieceset.SPEC_GAP`` leaves room for);
+  (``augment.STRETCH_MARGIN`` frames each side, which ``pieceset.SPEC_GAP``
+  leaves room for);
 * ``mask`` (``aug_time_mask``, ``aug_freq_mask``): one band of frames and
   one of bins set to silence (SpecAugment's masks).
 
-The gain and gain curve of ``dccaflax.level`` complete the set.  Filters act
-on the magnitude (``e^L - 1``) and log again, so silence stays silence.
+* ``random_gain`` (``aug_gain_db``, ``aug_gain_curve_db``): a global gain
+  and a slow gain curve (``dccaflax.level``).
+
+``dccaflax.augment`` declares each with its settings, limits and key.
+Filters act on the magnitude (``e^L - 1``) and log again, so silence stays
+silence.
 Shapes: ``(N, bins, frames)`` in, the same out, float32.
 """
 
@@ -29,15 +34,10 @@ import jax
 import jax.numpy as jnp
 
 from dccaflax import level
-from dccaflax import pieceset
 from dccaflax import snippets
 
-MAX_STRETCH = pieceset.MAX_STRETCH  # largest stretch factor deviation
-MAX_TUNE_BINS = 1.0  # largest tuning shift, bins
 NOISE_SPAN_DB = 30.0  # noise floors are drawn this many dB below the loudest
 EQ_TERMS = 3          # cosines of the random EQ curve
-# Extra frames each side of a window that a stretch of MAX_STRETCH reads.
-MARGIN = pieceset.STRETCH_MARGIN
 
 
 def _magnitude(spec):
@@ -90,6 +90,16 @@ def add_noise_floor(key: jax.Array, spec: jax.Array,
   return jnp.log1p(mag + noise)
 
 
+def random_gain(key: jax.Array, spec: jax.Array, max_db: float,
+                max_curve_db: float) -> jax.Array:
+  """Each excerpt re-levelled by a random global gain (uniform in
+  ``+-max_db``) and a slow gain curve of up to ``max_curve_db``
+  (``level.random_gains``)."""
+  return level.relevel(spec, level.random_gains(
+      key, spec.shape[0], spec.shape[-1], max_db, max_curve_db,
+      snippets.FPS))
+
+
 def resample(x: jax.Array, pos: jax.Array) -> jax.Array:
   """``x`` linearly interpolated at fractional positions along its last
   axis, 0 outside.
@@ -129,9 +139,10 @@ def stretch_time(key: jax.Array, wide: jax.Array, max_stretch: float,
 
   Args:
     key: PRNG key.
-    wide: ``(N, bins, frames + 2 * MARGIN)`` excerpts cut ``MARGIN`` frames
-      wider each side (``input_pipeline.cut_windows(margin=MARGIN)``).
-    max_stretch: at most ``MAX_STRETCH``; factor > 1 plays faster.
+    wide: ``(N, bins, frames + 2 * margin)`` excerpts cut ``margin`` frames
+      wider each side (``input_pipeline.cut_windows(margin=...)``), at
+      least ``frames / 2 * max_stretch`` + 1.
+    max_stretch: at most ``augment.MAX_STRETCH``; factor > 1 plays faster.
     frames: output frames.
 
   Returns:

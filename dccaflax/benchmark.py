@@ -163,7 +163,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
   model = config_lib.model_from_config(config).clone(cpu_kernels=cpu_kernels)
   optimizer = steps.make_optimizer(0.01, 0.9, 25, 1000)
   seeds = list(range(models_side_by_side))
-  stepper = training.Stepper(config, model, optimizer, steps.Augment(),
+  stepper = training.Stepper(config, model, optimizer, config.augment,
                              sharding.Placement(None, None, None), seeds)
   box = [stepper.join([steps.create_train_state(jax.random.key(s), model,
                                                 optimizer) for s in seeds])]

@@ -136,7 +136,8 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
           'the stored values (drop those flags), or train into a new '
           '--workdir.')
     with open(path) as f:
-      old = json.load(f)
+      # as the run is read back: a setting added since has its default
+      old = config_lib.TrainConfig.from_json(json.load(f)).to_json()
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if changed:
       logging.warning('resuming %s with changed settings (old, new): %s',

@@ -1,9 +1,12 @@
 """The settings of a training run: one dataclass, one source.
 
 ``TrainConfig`` holds every setting of a run with its default and its help
-text (field metadata); ``experiments/train.py`` makes one command-line flag of
-each field, and ``config.json`` in the workdir stores it
-(``checkpoints.write_config`` / ``read_config``).  Defaults are the paper's
+text (field metadata), the augmentation nested as ``augment``, a
+``dccaflax.augment.AugmentConfig`` made from the augmentation registry.
+Seen flat (``flat_settings``, ``to_json``, ``from_flat``), every setting has
+one name, the augmentation's ``aug_<name>``: ``experiments/train.py`` makes
+one command-line flag of each, and ``config.json`` in the workdir stores
+them (``checkpoints.write_config`` / ``read_config``).  Defaults are the paper's
 recipe (full width, Sec. 3.1) but for the audio input, which is
 level-normalised (``level_norm='peak'``: measured at no cost in retrieval,
 see the README); ``experiments/*.flags`` set the recipe explicitly and say
@@ -13,10 +16,12 @@ which settings are the paper's and which are ours.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Optional
 
 import jax.numpy as jnp
 
+from dccaflax import augment as augment_lib
 from dccaflax import cca
 from dccaflax import input_pipeline
 from dccaflax import level
@@ -84,52 +89,12 @@ class TrainConfig:
                              '(and after the last).')
   eval_batch_size: int = _setting(500, 'Pairs per embedding call in '
                                   'evaluation.')
-  aug_dx: int = _setting(0, 'Max random horizontal sheet shift (px, 0 = '
-                         'off).')
-  aug_dy: int = _setting(0, 'Max random vertical sheet shift (px, 0 = off).')
-  aug_dframe: int = _setting(0, 'Max random onset jitter (frames, 0 = off).')
-  aug_gain_db: float = _setting(0.0, 'Max random global gain of an audio '
-                                'excerpt (+-dB, 0 = off).')
-  aug_gain_curve_db: float = _setting(0.0, 'Max slow random gain curve '
-                                      'within an audio excerpt (dB, 0 = off).')
-  aug_eq_db: float = _setting(0.0, 'Scale of a random spectral tilt and '
-                              'smooth EQ curve per audio excerpt (dB, 0 = '
-                              'off; dccaflax.audio_augment).')
-  aug_noise_db: float = _setting(0.0, 'Loudest random noise floor, dB below '
-                                 "the excerpt's loudest frame (drawn down to "
-                                 '30 dB lower; 0 = off).')
-  aug_tune_bins: float = _setting(0.0, 'Max random tuning deviation, '
-                                  'fractions of a bin (24 per octave; <= 1; '
-                                  '0 = off).')
-  aug_stretch: float = _setting(0.0, 'Max random time stretch of an audio '
-                                'excerpt about its onset (0.1 = +-10 %, the '
-                                'most; 0 = off).')
-  aug_time_mask: int = _setting(0, 'Widest band of frames silenced per '
-                                'excerpt (0 = off).')
-  aug_freq_mask: int = _setting(0, 'Widest band of bins silenced per excerpt '
-                                '(0 = off).')
-  aug_sheet_scale: float = _setting(
-      0.0, 'Max random horizontal scale of a sheet snippet about its '
-      'notehead, log-uniform in [1/(1+s), 1+s] (0.3 the most; 0 = off; '
-      'dccaflax.sheet_augment).')
-  aug_sheet_rotate: float = _setting(
-      0.0, 'Max random rotation of a sheet snippet about its notehead, '
-      'degrees (3 the most; 0 = off; dccaflax.sheet_augment.scan).')
-  aug_sheet_zoom: float = _setting(
-      0.0, 'Max random isotropic zoom of a sheet snippet, log-uniform in '
-      '[1/(1+z), 1+z] (0.2 the most; 0 = off).')
-  aug_sheet_stroke: float = _setting(
-      0.0, 'Max strength of random stroke thickening or thinning (grey '
-      'dilation / erosion; 1 the most; 0 = off).')
-  aug_sheet_blur: float = _setting(
-      0.0, 'Max random Gaussian blur sigma of a sheet snippet, px (1.5 the '
-      'most; 0 = off).')
-  aug_sheet_contrast: float = _setting(
-      0.0, 'Random contrast: fainter ink, grey paper, sometimes a hard '
-      'threshold (1 the most; 0 = off).')
-  aug_sheet_noise: float = _setting(
-      0.0, 'Random scan noise: Gaussian grain and speckles (1 the most; '
-      '0 = off).')
+  augment: augment_lib.AugmentConfig = dataclasses.field(
+      default_factory=augment_lib.AugmentConfig, metadata={
+          'help': 'The augmentations, drawn on the device per step '
+                  '(dccaflax.augment): one flag and config.json key aug_<name> '
+                  'per setting, 0 = off.',
+          'prefix': augment_lib.PREFIX})
   # In an older config.json a bool is read by level.check_method (true was
   # 'mean'), and no field at all means 'none' (see from_json).
   level_norm: str = _setting(
@@ -162,15 +127,54 @@ class TrainConfig:
         input_pipeline.parse_collections(self.collections)))
 
   def to_json(self) -> dict:
-    return dataclasses.asdict(self)
+    """The flat view: every setting by its flag name (``aug_<name>``)."""
+    d = dataclasses.asdict(self)
+    del d['augment']
+    return {**d, **self.augment.flat()}
+
+  @classmethod
+  def from_flat(cls, **settings) -> 'TrainConfig':
+    """A config from settings by flag name (the ``aug_<name>`` ones into
+    ``augment``).
+
+    Raises:
+      TypeError: a name that is no setting.
+      ValueError: a value out of its range, naming the setting.
+    """
+    unknown = sorted(set(settings) - {n for n, _, _ in flat_settings(cls)})
+    if unknown:
+      raise TypeError(f'no such training setting: {", ".join(unknown)} (the '
+                      'flags of dccaflax.config.TrainConfig and '
+                      'dccaflax.augment.REGISTRY)')
+    prefix = augment_lib.PREFIX
+    aug = {k[len(prefix):]: settings.pop(k) for k in list(settings)
+           if k.startswith(prefix)}
+    return cls(**settings, augment=augment_lib.AugmentConfig(**aug))
 
   @classmethod
   def from_json(cls, d: dict) -> 'TrainConfig':
-    names = {f.name for f in dataclasses.fields(cls)}
+    """``to_json``'s dict, or an older one (names no longer known are
+    dropped; ``level_norm`` absent: 'none', the input then)."""
+    names = {name for name, _, _ in flat_settings()}
     d = {k: v for k, v in d.items() if k in names}
     # Runs from before the field existed fed the paper's input.
     d.setdefault('level_norm', level.NONE)
-    return cls(**d)
+    return cls.from_flat(**d)
+
+
+def flat_settings(cls=TrainConfig):
+  """``(name, field, type)`` of every setting by its flag / config.json name:
+  the fields of ``cls``, a nested dataclass's fields (``augment``) under
+  their ``prefix``."""
+  hints = typing.get_type_hints(cls)
+  out = []
+  for field in dataclasses.fields(cls):
+    if 'prefix' in field.metadata:
+      out += [(field.metadata['prefix'] + name, sub, kind)
+              for name, sub, kind in flat_settings(hints[field.name])]
+    else:
+      out.append((field.name, field, hints[field.name]))
+  return out
 
 
 def architecture(config: TrainConfig) -> dict:

@@ -321,15 +321,16 @@ def cut_windows(strips: jax.Array, specs: jax.Array, x: jax.Array,
     x: (B,) int, rounded notehead centres in ``strips`` px.
     frame: (B,) int, onset frames in ``specs``.
     step: (B,) float32, dequantisation step of each pair's spectrogram.
-    dx: () or (B,) int, horizontal sheet shift in px, ``|dx| <= MAX_DX``
-      (``pieceset``; the window moves right for dx > 0).
-    dy: () or (B,) int, vertical sheet shift in px, ``|dy| <= MAX_DY``.
+    dx: () or (B,) int, horizontal sheet shift in px, ``|dx| <=
+      augment.MAX_DX`` (the window moves right for dx > 0).
+    dy: () or (B,) int, vertical sheet shift in px, ``|dy| <=
+      snippets.STRIP_MARGIN``.
     dframe: () or (B,) int, onset jitter in frames, ``|dframe| <=
-      MAX_DFRAME``.
+      augment.MAX_DFRAME``.
     margin: static; the excerpts are cut this many frames wider each side
-      (at most ``pieceset.STRETCH_MARGIN``, for a time stretch).
+      (``augment.margin``, for a time stretch).
     sheet_margin: static; the snippets are cut this many px wider each side
-      (at most ``pieceset.SHEET_SCALE_MARGIN``, for a sheet scale).
+      (``augment.margin``, for a sheet scale).
 
   Returns:
     ``(sheets, spec_excerpts)``: (B, 40, 100 + 2 * sheet_margin) uint8 and
@@ -381,28 +382,6 @@ def random_renderings(rng: jax.Array, batch_size: int,
                       n_renderings: int) -> jax.Array:
   """(B,) int32 uniform rendering rows in ``[0, n_renderings)`` (jit-able)."""
   return jax.random.randint(rng, (batch_size,), 0, n_renderings, jnp.int32)
-
-
-def random_offsets(rng: jax.Array, batch_size: int, max_dx: int = 0,
-                   max_dy: int = 0, max_dframe: int = 0
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Uniform integer augmentation offsets (jit-able; maxima static).
-
-  Args:
-    rng: a JAX PRNG key.
-    batch_size: B.
-    max_dx, max_dy, max_dframe: inclusive ranges ``[-max, max]``; each at most
-      ``MAX_DX``, ``MAX_DY``, ``MAX_DFRAME``.
-
-  Returns:
-    ``(dx, dy, dframe)``, each (B,) int32 (all zero where the max is 0).
-  """
-  pieceset.check_augmentation(max_dx, max_dy, max_dframe)
-  keys = jax.random.split(rng, 3)
-  draw = lambda k, m: jax.random.randint(k, (batch_size,), -m, m + 1,
-                                         jnp.int32)
-  return draw(keys[0], max_dx), draw(keys[1], max_dy), draw(keys[2],
-                                                            max_dframe)
 
 
 # --------------------------------------------------------------------------

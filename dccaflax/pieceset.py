@@ -25,41 +25,22 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from dccaflax import audio
+from dccaflax import augment
 from dccaflax import snippets
 
-# Largest augmentation offsets the piece gaps allow (see ``PieceSet``).
-MAX_DX = 10                          # px, horizontal sheet shift
-MAX_DY = snippets.STRIP_MARGIN       # px, vertical sheet shift (strip margin)
-MAX_DFRAME = 2                       # frames, onset jitter
-MAX_STRETCH = 0.1                    # time stretch factor 1 +- this
-# Frames each side of a window that a stretch of MAX_STRETCH reads
-# (``audio_augment.stretch_time``; one more for the interpolation).
-STRETCH_MARGIN = int(np.ceil(snippets.SPEC_FRAMES / 2 * MAX_STRETCH)) + 1
-MAX_SHEET_SCALE = 0.3                # sheet scale factor up to 1.3 (and 1/1.3)
-# Px each side of a sheet window that a scale of 1 + MAX_SHEET_SCALE reads
-# (``sheet_augment.scale_width``; one more for the interpolation).
-SHEET_SCALE_MARGIN = int(np.ceil(snippets.SHEET_WIDTH / 2
-                                 * MAX_SHEET_SCALE)) + 1
 # One more than strictly needed so that a notehead rounded onto x == W (or an
 # onset on frame == T) still gets a window of pure padding beyond the piece.
-SHEET_GAP = (snippets.SHEET_WIDTH // 2 + MAX_DX + SHEET_SCALE_MARGIN
+# The augmentations' reach beyond a window is theirs to declare
+# (``augment.layout_gap``).
+SHEET_GAP = (snippets.SHEET_WIDTH // 2 + augment.layout_gap(augment.SHEET)
              + 1)                                     # 77 px of paper
-SPEC_GAP = (snippets.SPEC_FRAMES // 2 + MAX_DFRAME + STRETCH_MARGIN
+SPEC_GAP = (snippets.SPEC_FRAMES // 2 + augment.layout_gap(augment.AUDIO)
             + 1)                                      # 59 frames of silence
 
 
 def text(x) -> str:
   """A string feature of an example (bytes from TFDS) as ``str``."""
   return x.decode('utf-8') if isinstance(x, bytes) else str(x)
-
-
-def check_augmentation(max_dx: int, max_dy: int, max_dframe: int) -> None:
-  """ValueError unless ``0 <= max <= MAX_*`` for all three offsets."""
-  for name, value, limit in (('max_dx', max_dx, MAX_DX),
-                             ('max_dy', max_dy, MAX_DY),
-                             ('max_dframe', max_dframe, MAX_DFRAME)):
-    if not 0 <= value <= limit:
-      raise ValueError(f'{name} must be in [0, {limit}], got {value}')
 
 
 class Arrays(NamedTuple):

@@ -6,11 +6,12 @@ values, about 1.6 times Nottingham's px per audio frame at the same tempo).
 ``scale_width`` (``TrainConfig.aug_sheet_scale``) draws, per snippet, a
 horizontal scale factor log-uniform in ``[1 / (1 + s), 1 + s]`` and
 resamples the window about its centre (the notehead stays on column
-``SHEET_WIDTH // 2``) from a window cut ``MARGIN`` px wider each side, which
-``pieceset.SHEET_GAP`` leaves room for.  Factor > 1 shows more music in the
-100 px (a tighter engraving); < 1 shows less.  Off in the paper's recipe.
+``SHEET_WIDTH // 2``) from a window cut ``augment.SHEET_SCALE_MARGIN`` px
+wider each side, which ``pieceset.SHEET_GAP`` leaves room for.  Factor > 1
+shows more music in the 100 px (a tighter engraving); < 1 shows less.  Off
+in the paper's recipe.
 
-Shapes: ``(N, 40, 100 + 2 * MARGIN)`` uint8 in, ``(N, 40, 100)`` uint8 out.
+Shapes: ``(N, 40, 100 + 2 * margin)`` uint8 in, ``(N, 40, 100)`` uint8 out.
 
 Scans (``scan``; ``TrainConfig.aug_sheet_*``): a score another engraver set
 and a scanner digitised differs in more than spacing.  Per snippet, each
@@ -22,7 +23,7 @@ paper, and sometimes a hard threshold, as a bilevel scan), and noise
 (Gaussian grain and speckles).  Ink (255 - grey) is what is resampled and
 blurred, so paper stays paper at the edges.  Each setting at 0 is off and
 traces no op; all are off in the paper's recipe.  Shapes: ``(N, 40, 100)``
-uint8 in and out.
+uint8 in and out.  ``dccaflax.augment`` declares the settings and limits.
 """
 
 from __future__ import annotations
@@ -31,18 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from dccaflax import audio_augment
-from dccaflax import pieceset
 from dccaflax import snippets
 
-MAX_SCALE = pieceset.MAX_SHEET_SCALE   # largest scale deviation (1.3x)
-MARGIN = pieceset.SHEET_SCALE_MARGIN   # px each side a scale of 1.3 reads
-# Largest values of the scan settings (``scan``; ``steps.augment_of``).
-SCAN_LIMITS = {'rotate': 3.0,    # degrees
-               'zoom': 0.2,      # isotropic scale 1 +- this
-               'stroke': 1.0,    # dilation / erosion strength
-               'blur': 1.5,      # Gaussian sigma, px
-               'contrast': 1.0,  # fainter ink, grey paper, thresholding
-               'noise': 1.0}     # grain and speckles
 _BLUR_RADIUS = 4                 # px each side of the blur kernel
 
 
@@ -60,9 +51,10 @@ def scale_width(key: jax.Array, wide: jax.Array, max_scale: float,
 
   Args:
     key: PRNG key.
-    wide: ``(N, H, width + 2 * MARGIN)`` uint8 snippets cut ``MARGIN`` px
-      wider each side (``input_pipeline.cut_windows(sheet_margin=MARGIN)``).
-    max_scale: at most ``MAX_SCALE``.
+    wide: ``(N, H, width + 2 * margin)`` uint8 snippets cut ``margin`` px
+      wider each side (``input_pipeline.cut_windows(sheet_margin=...)``), at
+      least ``width / 2 * max_scale`` + 1.
+    max_scale: at most ``augment.MAX_SHEET_SCALE``.
     width: output width.
 
   Returns:
@@ -215,3 +207,13 @@ def scan(key: jax.Array, sheets: jax.Array, rotate: float = 0.0,
                                      0.0), ink)
   out = snippets.PAPER - ink
   return jnp.clip(jnp.round(out), 0, 255).astype(jnp.uint8)
+
+
+def erase_columns(key: jax.Array, sheets: jax.Array,
+                  max_px: int) -> jax.Array:
+  """One band of up to ``max_px`` columns per snippet painted over with
+  paper, width and position uniform (a smudge, a fold, a torn edge):
+  ``audio_augment.mask`` on the ink.  ``(N, H, W)`` uint8 in and out."""
+  ink = snippets.PAPER - sheets.astype(jnp.float32)
+  ink = audio_augment.mask(key, ink, max_px, 0)
+  return (snippets.PAPER - ink).astype(jnp.uint8)

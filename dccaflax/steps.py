@@ -7,12 +7,11 @@ canonical correlation of the two towers' outputs on the batch
 
 Data stay on the device: a ``pieceset.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
-pair indices, with augmentation drawn on the device (sheet shifts, onset
-jitter, a uniform choice among the prepared audio renderings loaded with
-``TrainConfig.renderings``, a random gain and gain curve per excerpt,
-``dccaflax.level``, and what a recording does to a spectrogram,
-``dccaflax.audio_augment``: time stretch, tuning, EQ, a noise floor and
-masks, and a horizontal sheet scale, ``dccaflax.sheet_augment``).  ``train_step`` takes one step per jitted call;
+pair indices, with a uniform choice among the prepared audio renderings
+loaded with ``TrainConfig.renderings`` and the augmentations of
+``dccaflax.augment`` (``TrainConfig.augment``) drawn on the device: window
+offsets, what a recording does to a spectrogram and what engraving and
+scanning do to a score.  ``train_step`` takes one step per jitted call;
 ``train_chunk`` runs up to ``steps_per_dispatch`` of them in one call,
 slicing its batches from the epoch's order on the device.  Both trace the
 same pure ``_step``.  A step whose loss or gradient is not finite changes
@@ -28,85 +27,20 @@ global.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from dccaflax import audio_augment
+from dccaflax import augment as augment_lib
 from dccaflax import cca
-from dccaflax import config as config_lib
 from dccaflax import input_pipeline
-from dccaflax import level
 from dccaflax import models
 from dccaflax import pieceset
-from dccaflax import sheet_augment
-from dccaflax import snippets
 
-
-class Augment(NamedTuple):
-  """Static augmentation maxima of a step (hashable; a plain tuple of the
-  first three works too)."""
-  dx: int = 0             # sheet shift, px
-  dy: int = 0             # vertical sheet shift, px
-  dframe: int = 0         # onset jitter, frames
-  gain_db: float = 0.0    # global gain per excerpt, +-dB
-  curve_db: float = 0.0   # slow gain curve within an excerpt, dB
-  eq_db: float = 0.0      # spectral tilt / random EQ scale, dB
-  noise_db: float = 0.0   # loudest noise floor, dB below the peak (0 = off)
-  tune_bins: float = 0.0  # tuning deviation, +-bins
-  stretch: float = 0.0    # time stretch factor 1 +- this
-  time_mask: int = 0      # widest silenced band of frames
-  freq_mask: int = 0      # widest silenced band of bins
-  sheet_scale: float = 0.0  # sheet scale factor up to 1 + this (and 1/it)
-  sheet_rotate: float = 0.0    # sheet rotation, +-degrees
-  sheet_zoom: float = 0.0      # isotropic sheet zoom up to 1 + this
-  sheet_stroke: float = 0.0    # stroke thickening / thinning strength
-  sheet_blur: float = 0.0      # Gaussian blur sigma up to this, px
-  sheet_contrast: float = 0.0  # faint ink, grey paper, threshold
-  sheet_noise: float = 0.0     # grain and speckles
-
-  @property
-  def sheet_scan(self) -> tuple[float, ...]:
-    """The ``sheet_augment.scan`` settings, in its argument order."""
-    return (self.sheet_rotate, self.sheet_zoom, self.sheet_stroke,
-            self.sheet_blur, self.sheet_contrast, self.sheet_noise)
-
-
-def augment_of(config: config_lib.TrainConfig) -> Augment:
-  """The config's augmentation, checked.
-
-  Raises:
-    ValueError: an offset beyond the strip margin or the silence pad, a
-      negative range, or one beyond its limit, naming the setting.
-  """
-  aug = Augment(config.aug_dx, config.aug_dy, config.aug_dframe,
-                float(config.aug_gain_db), float(config.aug_gain_curve_db),
-                float(config.aug_eq_db), float(config.aug_noise_db),
-                float(config.aug_tune_bins), float(config.aug_stretch),
-                int(config.aug_time_mask), int(config.aug_freq_mask),
-                float(config.aug_sheet_scale),
-                *(float(getattr(config, f'aug_sheet_{name}'))
-                  for name in sheet_augment.SCAN_LIMITS))
-  pieceset.check_augmentation(aug.dx, aug.dy, aug.dframe)
-  limits = {'aug_gain_db': (aug.gain_db, float('inf')),
-            'aug_gain_curve_db': (aug.curve_db, float('inf')),
-            'aug_eq_db': (aug.eq_db, float('inf')),
-            'aug_noise_db': (aug.noise_db, float('inf')),
-            'aug_tune_bins': (aug.tune_bins, audio_augment.MAX_TUNE_BINS),
-            'aug_stretch': (aug.stretch, audio_augment.MAX_STRETCH),
-            'aug_time_mask': (aug.time_mask, snippets.SPEC_FRAMES),
-            'aug_freq_mask': (aug.freq_mask, snippets.SPEC_BINS),
-            'aug_sheet_scale': (aug.sheet_scale, sheet_augment.MAX_SCALE),
-            **{f'aug_sheet_{name}': (value, sheet_augment.SCAN_LIMITS[name])
-               for name, value in zip(sheet_augment.SCAN_LIMITS,
-                                      aug.sheet_scan)}}
-  for name, (value, most) in limits.items():
-    if not 0 <= value <= most:   # also refuses nan
-      raise ValueError(f'{name} must be in [0, {most}], got {value}')
-  return aug
+_OFF = augment_lib.AugmentConfig()   # no augmentation
 
 
 # --------------------------------------------------------------------------
@@ -218,88 +152,44 @@ def _constrain(x, sharding):
       x, sharding)
 
 
-def augment_audio(key: jax.Array, specs: jax.Array,
-                  augment: Augment) -> jax.Array:
-  """The audio augmentations of a step, in a recording's order (traced).
+def augmented_batch(arrays: pieceset.Arrays, idx: jax.Array, rng: jax.Array,
+                    augment: augment_lib.AugmentConfig
+                    ) -> tuple[jax.Array, jax.Array]:
+  """The windows of the pairs ``idx`` as a step draws them from its key
+  ``rng`` (traced; ``augment`` static).
 
-  Args:
-    key: PRNG key of the step.
-    specs: ``(B, 136, 100)`` excerpts, or ``(B, 136, 100 + 2 *
-      audio_augment.MARGIN)`` where ``augment.stretch`` (cut wider).
-    augment: the static ``Augment``; the audio settings that are 0 are
-      skipped (no op traced).
-
-  Returns:
-    ``(B, 136, 100)`` float32: stretched, retuned, equalised, re-levelled
-    (gain and gain curve), with a noise floor, masked.
-  """
-  augment = Augment(*augment)
-  keys = jax.random.split(key, 6)
-  if augment.stretch:
-    specs = audio_augment.stretch_time(keys[0], specs, augment.stretch)
-  if augment.tune_bins:
-    specs = audio_augment.shift_bins(keys[1], specs, augment.tune_bins)
-  if augment.eq_db:
-    specs = audio_augment.random_eq(keys[2], specs, augment.eq_db)
-  if augment.gain_db or augment.curve_db:
-    # The key of the step's gains since they were the only audio
-    # augmentation: runs that use them alone replay as before.
-    specs = level.relevel(specs, level.random_gains(
-        key, specs.shape[0], specs.shape[-1], augment.gain_db,
-        augment.curve_db, snippets.FPS))
-  if augment.noise_db:
-    specs = audio_augment.add_noise_floor(keys[4], specs, augment.noise_db)
-  if augment.time_mask or augment.freq_mask:
-    specs = audio_augment.mask(keys[5], specs, augment.time_mask,
-                               augment.freq_mask)
-  return specs
-
-
-def augment_sheets(key: jax.Array, sheets: jax.Array,
-                   augment: Augment) -> jax.Array:
-  """The sheet augmentations of a step (traced).
-
-  Args:
-    key: PRNG key of the step's sheets.
-    sheets: ``(B, 40, 100)`` snippets, or ``(B, 40, 100 + 2 *
-      sheet_augment.MARGIN)`` where ``augment.sheet_scale`` (cut wider).
-    augment: the static ``Augment``; settings that are 0 are skipped.
+  Each pair's rendering (uniform, where ``arrays`` hold several), then the
+  augmentations of ``augment`` (``dccaflax.augment``): the window offsets,
+  the audio, the sheets.
 
   Returns:
-    ``(B, 40, 100)`` uint8: rescaled horizontally, then as scanned
-    (``sheet_augment.scan``).
+    ``(sheets, specs)``: (B, 40, 100) uint8 and (B, 136, 100) float32.
   """
-  augment = Augment(*augment)
-  if augment.sheet_scale:
-    sheets = sheet_augment.scale_width(key, sheets, augment.sheet_scale)
-  if any(augment.sheet_scan):
-    sheets = sheet_augment.scan(jax.random.fold_in(key, 1), sheets,
-                                *augment.sheet_scan)
-  return sheets
-
-
-def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
-          model: models.DCCAModel, optimizer: optax.GradientTransformation,
-          reg: float, augment: Augment, seed: int,
-          batch_sharding) -> tuple[TrainState, dict]:
-  """The body of ``train_step`` and of ``train_chunk`` (traced, not jitted)."""
-  augment = Augment(*augment)
-  idx = _constrain(idx, batch_sharding)
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  offsets = (0, 0, 0)
-  if any(augment[:3]):
-    offsets = input_pipeline.random_offsets(rng, idx.shape[0], *augment[:3])
+  offsets = augment_lib.offsets(rng, idx.shape[0], augment)
   rendering = 0
   n_renderings = arrays.frame.shape[0]   # static
   if n_renderings > 1:
     rendering = input_pipeline.random_renderings(
         jax.random.fold_in(rng, 1), idx.shape[0], n_renderings)
-  margin = audio_augment.MARGIN if augment.stretch else 0
-  sheet_margin = sheet_augment.MARGIN if augment.sheet_scale else 0
-  sheets, specs = input_pipeline.batch_windows(arrays, idx, rendering,
-                                               *offsets, margin, sheet_margin)
-  specs = augment_audio(jax.random.fold_in(rng, 2), specs, augment)
-  sheets = augment_sheets(jax.random.fold_in(rng, 3), sheets, augment)
+  sheets, specs = input_pipeline.batch_windows(
+      arrays, idx, rendering, **offsets,
+      margin=augment_lib.margin(augment, augment_lib.AUDIO),
+      sheet_margin=augment_lib.margin(augment, augment_lib.SHEET))
+  specs = augment_lib.apply(augment_lib.AUDIO, jax.random.fold_in(rng, 2),
+                            specs, augment)
+  sheets = augment_lib.apply(augment_lib.SHEET, jax.random.fold_in(rng, 3),
+                             sheets, augment)
+  return sheets, specs
+
+
+def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
+          model: models.DCCAModel, optimizer: optax.GradientTransformation,
+          reg: float, augment: augment_lib.AugmentConfig, seed: int,
+          batch_sharding) -> tuple[TrainState, dict]:
+  """The body of ``train_step`` and of ``train_chunk`` (traced, not jitted)."""
+  idx = _constrain(idx, batch_sharding)
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  sheets, specs = augmented_batch(arrays, idx, rng, augment)
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(
@@ -323,7 +213,8 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
 
 def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
            start: jax.Array, count: jax.Array, model, optimizer, reg: float,
-           augment: Augment, seed, max_steps: int, batch_sharding
+           augment: augment_lib.AugmentConfig, seed, max_steps: int,
+           batch_sharding
            ) -> tuple[TrainState, dict]:
   """The body of ``train_chunk`` (traced, not jitted): a ``fori_loop`` of
   ``_step`` over rows ``start ... start + count - 1`` of ``order``."""
@@ -350,7 +241,7 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
-                augment: Augment = Augment(), seed: int = 0,
+                augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
                 max_steps: int = 1, batch_sharding=None
                 ) -> tuple[TrainState, dict]:
   """``count`` fused SGD steps in one dispatch: batches ``order[start:start +
@@ -392,7 +283,7 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
 def train_step(state: TrainState, arrays: pieceset.Arrays,
                idx: jax.Array, *, model: models.DCCAModel,
                optimizer: optax.GradientTransformation, reg: float,
-               augment: Augment = Augment(), seed: int = 0,
+               augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
                batch_sharding=None) -> tuple[TrainState, dict]:
   """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
 
@@ -403,10 +294,10 @@ def train_step(state: TrainState, arrays: pieceset.Arrays,
     arrays: device ``pieceset.Arrays`` of the training pieces.
     idx: (B,) int32 pair indices.
     model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
-    augment: static ``Augment`` maxima (or ``(max_dx, max_dy,
-      max_dframe)``); offsets, gains (and, when ``arrays`` hold R > 1
-      renderings, each pair's rendering, uniform) are drawn from
-      ``fold_in(key(seed), state.step)``, so a replay draws the same ones.
+    augment: static ``augment.AugmentConfig``; its augmentations (and, when
+      ``arrays`` hold R > 1 renderings, each pair's rendering, uniform) are
+      drawn from ``fold_in(key(seed), state.step)``, so a replay draws the
+      same ones.
     seed: static base seed of the augmentation keys.
     batch_sharding: ``NamedSharding`` of a batch over a device mesh
       (``sharding.placement``, ``PartitionSpec('data')``), or None (one
@@ -445,7 +336,7 @@ def train_step_models(states: TrainState, arrays: pieceset.Arrays,
                       idx: jax.Array, seeds: jax.Array, *,
                       model: models.DCCAModel,
                       optimizer: optax.GradientTransformation, reg: float,
-                      augment: Augment = Augment()
+                      augment: augment_lib.AugmentConfig = _OFF
                       ) -> tuple[TrainState, dict]:
   """One SGD step of each of K models in one call (``jax.vmap`` of the step).
 
@@ -478,7 +369,8 @@ def train_chunk_models(states: TrainState, arrays: pieceset.Arrays,
                        count: jax.Array, seeds: jax.Array, *,
                        model: models.DCCAModel,
                        optimizer: optax.GradientTransformation, reg: float,
-                       augment: Augment = Augment(), max_steps: int = 1
+                       augment: augment_lib.AugmentConfig = _OFF,
+                       max_steps: int = 1
                        ) -> tuple[TrainState, dict]:
   """``train_chunk`` for K models side by side (``jax.vmap`` of the chunk).
 

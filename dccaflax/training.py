@@ -182,8 +182,9 @@ def _load_data(config, train_set, val_set):
 
 
 def _checked(config: config_lib.TrainConfig, n_train: int):
-  """``(augment, steps_per_epoch)`` of a run, its settings checked."""
-  augment = steps_lib.augment_of(config)
+  """``(augment, steps_per_epoch)`` of a run, its settings checked (the
+  augmentation's when the config was built)."""
+  augment = config.augment
   if config.steps_per_dispatch < 1:
     raise ValueError('steps_per_dispatch must be >= 1, got '
                      f'{config.steps_per_dispatch}')

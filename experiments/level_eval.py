@@ -187,8 +187,8 @@ def main(argv):
   cfg = model.config
   title = (f'{_SPLIT.value} ({n} pairs), {_WHICH.value} checkpoint (epoch '
            f'{model.epoch}), width {cfg.width:g}, level_norm '
-           f'{cfg.level_norm}, gain augmentation ±{cfg.aug_gain_db:g} dB, '
-           f'curve ≤ {cfg.aug_gain_curve_db:g} dB')
+           f'{cfg.level_norm}, gain augmentation ±{cfg.augment.gain_db:g} dB, '
+           f'curve ≤ {cfg.augment.gain_curve_db:g} dB')
   table = markdown(rows, title)
   print(table)
   evaluation.write_results(workdir, 'level', table, model, _WHICH.value,

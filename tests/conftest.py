@@ -194,7 +194,7 @@ def tiny_train_config(data_dir, **overrides):
                   val_subset=1000,
                   fit_pairs=25000, eval_batch_size=128, log_every=5, seed=0)
   settings.update(overrides)
-  return config_lib.TrainConfig(**settings)
+  return config_lib.TrainConfig.from_flat(**settings)
 
 
 @pytest.fixture(scope='session')
@@ -226,7 +226,7 @@ def tiny_real_config(data_dir, **overrides):
                   fit_pairs=25000, eval_every=3, eval_batch_size=256,
                   log_every=100, seed=0)
   settings.update(overrides)
-  return config_lib.TrainConfig(**settings)
+  return config_lib.TrainConfig.from_flat(**settings)
 
 
 @pytest.fixture(scope='session')

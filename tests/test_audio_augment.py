@@ -9,10 +9,10 @@ from tests.conftest import synthetic_split
 from tests.conftest import tiny_train_config
 from tests.conftest import with_synthetic_renderings
 from dccaflax import audio_augment
+from dccaflax import augment
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import pieceset
-from dccaflax import steps
 
 KEY = jax.random.key(0)
 
@@ -25,10 +25,10 @@ def _tone(n=4, bins=136, frames=100, bin_=60, onset=None):
 
 
 def test_stretch_moves_events_about_the_onset():
-  wide = np.zeros((64, 136, 100 + 2 * audio_augment.MARGIN), np.float32)
-  event = audio_augment.MARGIN + 50 + 40       # 40 frames after the onset
+  wide = np.zeros((64, 136, 100 + 2 * augment.STRETCH_MARGIN), np.float32)
+  event = augment.STRETCH_MARGIN + 50 + 40       # 40 frames after the onset
   wide[:, 10, event] = 2.0
-  wide[:, 20, audio_augment.MARGIN + 50] = 2.0  # the onset frame itself
+  wide[:, 20, augment.STRETCH_MARGIN + 50] = 2.0  # the onset frame itself
   out = np.asarray(audio_augment.stretch_time(KEY, jnp.asarray(wide), 0.1))
   assert out.shape == (64, 136, 100)
   np.testing.assert_allclose(out[:, 20, 50], 2.0, atol=1e-5)  # onset fixed
@@ -38,8 +38,8 @@ def test_stretch_moves_events_about_the_onset():
   assert where.min() >= 50 + 40 / 1.1 - 0.5 and where.max() <= 50 + 40 / 0.9 + 0.5
   assert where.max() - where.min() > 4       # factors are drawn
   same = audio_augment.stretch_time(KEY, jnp.asarray(wide), 0.0)
-  np.testing.assert_allclose(same, wide[:, :, audio_augment.MARGIN:-audio_augment.MARGIN],
-                             atol=1e-6)
+  m = augment.STRETCH_MARGIN
+  np.testing.assert_allclose(same, wide[:, :, m:-m], atol=1e-6)
 
 
 def test_tuning_shifts_by_a_fraction_of_a_bin():
@@ -99,14 +99,15 @@ def piece_arrays():
 def test_each_augmentation_on_the_device_path(piece_arrays, setting):
   overrides = ALL_ON if setting == 'all' else {setting: ALL_ON[setting]}
   config = tiny_train_config('unused', **overrides)
-  aug = steps.augment_of(config)
-  margin = audio_augment.MARGIN if aug.stretch else 0
+  aug = config.augment
+  margin = augment.margin(aug, augment.AUDIO)
+  assert margin == (augment.STRETCH_MARGIN if aug.stretch else 0)
   # Pairs at the first and last onsets too: the widest windows stay inside
   # the gaps around each piece.
   n = piece_arrays.x.shape[0]
   idx = jnp.asarray(np.r_[0, 1, n // 2, n - 2, n - 1], jnp.int32)
   _, specs = input_pipeline.batch_windows(piece_arrays, idx, 1, margin=margin)
-  out = steps.augment_audio(KEY, specs, aug)   # as traced in the step
+  out = augment.apply(augment.AUDIO, KEY, specs, aug)   # as in the step
   assert out.shape == (5, 136, 100) and out.dtype == jnp.float32
   assert bool(jnp.all(jnp.isfinite(out))) and float(out.min()) >= 0.0
   _, plain = input_pipeline.batch_windows(piece_arrays, idx, 1)
@@ -116,6 +117,5 @@ def test_each_augmentation_on_the_device_path(piece_arrays, setting):
 def test_settings_out_of_range_are_refused():
   for name, bad in (('aug_stretch', 0.2), ('aug_tune_bins', -0.1),
                     ('aug_eq_db', float('nan')), ('aug_time_mask', 101)):
-    config = tiny_train_config('unused', **{name: bad})
     with pytest.raises(ValueError, match=name):
-      steps.augment_of(config)
+      tiny_train_config('unused', **{name: bad})

@@ -10,13 +10,12 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 _PARSE = r'''
 import json, sys
 from experiments import config_flags, train
-from dccaflax import level, steps
+from dccaflax import level
 out = {}
 for path in sys.argv[1:]:
   train.FLAGS.unparse_flags()
   train.FLAGS(['train', f'--flagfile={path}', '--workdir=unused'])
-  config = config_flags.config()
-  steps.augment_of(config)             # raises on a bad augmentation
+  config = config_flags.config()       # raises on a bad augmentation
   level.check_method(config.level_norm)
   out[path] = config.to_json()
 print(json.dumps(out))

@@ -6,6 +6,7 @@ import pytest
 
 from data_prep import packing
 from dccaflax import audio
+from dccaflax import augment
 from dccaflax import input_pipeline as ip
 from dccaflax import pieceset
 from dccaflax import snippets
@@ -66,8 +67,9 @@ def test_windows_equal_snippets_at_the_edges():
 
 
 @pytest.mark.parametrize('dx, dy, dframe', [
-    (pieceset.MAX_DX, pieceset.MAX_DY, pieceset.MAX_DFRAME),
-    (-pieceset.MAX_DX, -pieceset.MAX_DY, -pieceset.MAX_DFRAME), (3, -2, 1)])
+    (augment.MAX_DX, snippets.STRIP_MARGIN, augment.MAX_DFRAME),
+    (-augment.MAX_DX, -snippets.STRIP_MARGIN, -augment.MAX_DFRAME),
+    (3, -2, 1)])
 def test_shifted_windows_equal_shifted_snippets(dx, dy, dframe):
   pieces = _edge_pieces()
   ps = pieceset.concat_pieces(pieces)
@@ -80,8 +82,10 @@ def test_shifted_windows_equal_shifted_snippets(dx, dy, dframe):
 def test_per_example_offsets():
   pieces = _edge_pieces()
   ps = pieceset.concat_pieces(pieces)
-  dx, dy, dframe = ip.random_offsets(jax.random.key(3), len(ps), pieceset.MAX_DX,
-                                     pieceset.MAX_DY, pieceset.MAX_DFRAME)
+  most = augment.AugmentConfig(dx=augment.MAX_DX, dy=snippets.STRIP_MARGIN,
+                               dframe=augment.MAX_DFRAME)
+  offsets = augment.offsets(jax.random.key(3), len(ps), most)
+  dx, dy, dframe = offsets['dx'], offsets['dy'], offsets['dframe']
   sheets, specs = _cut(ps, dx, dy, dframe)
   for i in range(len(ps)):
     p = pieces[ps.piece_id[i]]
@@ -92,16 +96,16 @@ def test_per_example_offsets():
 
 
 def test_random_offsets_range_and_determinism():
-  a = ip.random_offsets(jax.random.key(0), 4000, 5, 2, 1)
-  b = ip.random_offsets(jax.random.key(0), 4000, 5, 2, 1)
-  for v, m in zip(a, (5, 2, 1)):
+  config = augment.AugmentConfig(dx=5, dy=2, dframe=1)
+  a = augment.offsets(jax.random.key(0), 4000, config)
+  b = augment.offsets(jax.random.key(0), 4000, config)
+  for name, m in (('dx', 5), ('dy', 2), ('dframe', 1)):
+    v = a[name]
     assert v.dtype == np.int32 and int(v.min()) == -m and int(v.max()) == m
-  for u, v in zip(a, b):
-    np.testing.assert_array_equal(u, v)
-  zero = ip.random_offsets(jax.random.key(0), 8)
-  assert all(not np.any(v) for v in zero)
-  with pytest.raises(ValueError, match='max_dx'):
-    ip.random_offsets(jax.random.key(0), 8, pieceset.MAX_DX + 1)
+    np.testing.assert_array_equal(v, b[name])
+  assert not augment.offsets(jax.random.key(0), 8, augment.AugmentConfig())
+  with pytest.raises(ValueError, match='aug_dx'):
+    augment.AugmentConfig(dx=augment.MAX_DX + 1)
 
 
 def test_concat_layout_and_errors():

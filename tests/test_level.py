@@ -11,6 +11,7 @@ import soundfile
 
 import dccaflax
 from dccaflax import audio
+from dccaflax import augment
 from dccaflax import config as config_lib
 from dccaflax import frontends
 from dccaflax import identify
@@ -195,12 +196,13 @@ def test_gain_augmentation_in_the_training_step(synthetic_data):
   loss = lambda aug: float(steps.train_step(
       state, arrays, idx, model=model, optimizer=optimizer, reg=1e-3,
       augment=aug, seed=5)[1]['loss'])
-  plain = loss(steps.Augment())
-  gained = loss(steps.Augment(gain_db=20.0, curve_db=6.0))
+  gains = augment.AugmentConfig(gain_db=20.0, gain_curve_db=6.0)
+  plain = loss(augment.AugmentConfig())
+  gained = loss(gains)
   assert np.isfinite(gained) and gained != plain
-  assert loss(steps.Augment(gain_db=20.0, curve_db=6.0)) == gained
+  assert loss(gains) == gained
   with pytest.raises(ValueError, match='aug_gain_db'):
-    steps.augment_of(config_lib.TrainConfig(aug_gain_db=-1.0))
+    config_lib.TrainConfig.from_flat(aug_gain_db=-1.0)
 
 
 def test_level_eval_writes_its_table(real_model, tmp_path):

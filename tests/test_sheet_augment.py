@@ -1,5 +1,7 @@
 """Sheet augmentation on the device: the horizontal scale."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,19 +9,19 @@ import pytest
 
 from tests.conftest import synthetic_split
 from tests.conftest import tiny_train_config
+from dccaflax import augment
 from dccaflax import input_pipeline
 from dccaflax import pieceset
 from dccaflax import sheet_augment
 from dccaflax import snippets
-from dccaflax import steps
 
 KEY = jax.random.key(0)
 
 
 def test_scale_moves_ink_about_the_notehead():
-  w = snippets.SHEET_WIDTH + 2 * sheet_augment.MARGIN
-  wide = np.full((64, 40, w), 255, np.uint8)
-  centre = sheet_augment.MARGIN + 50
+  m = augment.SHEET_SCALE_MARGIN
+  wide = np.full((64, 40, snippets.SHEET_WIDTH + 2 * m), 255, np.uint8)
+  centre = m + 50
   wide[:, :, centre] = 0         # the notehead's column
   wide[:, :, centre + 30] = 0    # a line 30 px to its right
   out = np.asarray(sheet_augment.scale_width(KEY, jnp.asarray(wide), 0.3))
@@ -42,18 +44,19 @@ def piece_arrays():
 
 
 def test_scale_on_the_device_path(piece_arrays):
-  aug = steps.augment_of(tiny_train_config('unused', aug_sheet_scale=0.3))
+  aug = tiny_train_config('unused', aug_sheet_scale=0.3).augment
+  assert augment.margin(aug, augment.SHEET) == augment.SHEET_SCALE_MARGIN
   n = piece_arrays.x.shape[0]
   # the first and last pairs too: the widest windows stay in the gaps
   idx = jnp.asarray(np.r_[0, 1, n // 2, n - 2, n - 1], jnp.int32)
   wide, _ = input_pipeline.batch_windows(
-      piece_arrays, idx, sheet_margin=sheet_augment.MARGIN)
+      piece_arrays, idx, sheet_margin=augment.SHEET_SCALE_MARGIN)
   plain, _ = input_pipeline.batch_windows(piece_arrays, idx)
-  assert wide.shape == (5, 40, 100 + 2 * sheet_augment.MARGIN)
+  assert wide.shape == (5, 40, 100 + 2 * augment.SHEET_SCALE_MARGIN)
   # the wide window is the plain one with MARGIN px more each side
-  m = sheet_augment.MARGIN
+  m = augment.SHEET_SCALE_MARGIN
   assert np.array_equal(np.asarray(wide[:, :, m:-m]), np.asarray(plain))
-  out = steps.augment_sheets(KEY, wide, aug)           # as traced in the step
+  out = augment.apply(augment.SHEET, KEY, wide, aug)   # as in the step
   assert out.shape == plain.shape and out.dtype == jnp.uint8
   assert int(jnp.abs(out.astype(int) - plain.astype(int)).max()) > 0
   # a scale of exactly 1 gives the plain window back, bit for bit
@@ -64,7 +67,7 @@ def test_scale_on_the_device_path(piece_arrays):
 def test_sheet_scale_out_of_range_is_refused():
   for bad in (0.31, -0.1, float('nan')):
     with pytest.raises(ValueError, match='aug_sheet_scale'):
-      steps.augment_of(tiny_train_config('unused', aug_sheet_scale=bad))
+      tiny_train_config('unused', aug_sheet_scale=bad)
 
 
 # ------------------------------------------------------------ scan-like ---
@@ -117,22 +120,40 @@ def test_stroke_blur_contrast_noise():
   assert (noisy != 255).mean() > 0.05 and (noisy == 0).any()   # specks
 
 
-@pytest.mark.parametrize('name', list(sheet_augment.SCAN_LIMITS))
-def test_each_scan_setting_on_the_device_path(piece_arrays, name):
-  limit = sheet_augment.SCAN_LIMITS[name]
-  aug = steps.augment_of(tiny_train_config('unused',
-                                           **{f'aug_sheet_{name}': limit}))
-  assert sum(v > 0 for v in aug.sheet_scan) == 1
+_SCAN = next(a for a in augment.REGISTRY if a.fn is sheet_augment.scan)
+
+
+@pytest.mark.parametrize('setting', _SCAN.settings, ids=lambda s: s.name)
+def test_each_scan_setting_on_the_device_path(piece_arrays, setting):
+  name, limit = setting.name, setting.limit
+  aug = tiny_train_config('unused', **{f'aug_{name}': limit}).augment
+  assert [s.name for s in _SCAN.settings if getattr(aug, s.name)] == [name]
   n = piece_arrays.x.shape[0]
   idx = jnp.asarray(np.r_[0, 1, n // 2, n - 1], jnp.int32)
   plain, _ = input_pipeline.batch_windows(piece_arrays, idx)
-  fn = jax.jit(steps.augment_sheets, static_argnums=2)  # as in the step
+  fn = jax.jit(functools.partial(augment.apply, augment.SHEET),
+               static_argnums=2)                        # as in the step
   out = fn(KEY, plain, aug)
   assert out.shape == plain.shape and out.dtype == jnp.uint8
   assert int(jnp.abs(out.astype(int) - plain.astype(int)).max()) > 0
-  off = fn(KEY, plain, steps.Augment())
+  off = fn(KEY, plain, augment.AugmentConfig())
   assert np.array_equal(np.asarray(off), np.asarray(plain))
   for bad in (-0.01, limit * 1.01, float('nan')):
-    with pytest.raises(ValueError, match=f'aug_sheet_{name}'):
-      steps.augment_of(tiny_train_config('unused',
-                                         **{f'aug_sheet_{name}': bad}))
+    with pytest.raises(ValueError, match=f'aug_{name}'):
+      tiny_train_config('unused', **{f'aug_{name}': bad})
+
+
+def test_erase_paints_one_band_of_columns_with_paper(piece_arrays):
+  aug = tiny_train_config('unused', aug_sheet_erase=20).augment
+  n = piece_arrays.x.shape[0]
+  plain, _ = input_pipeline.batch_windows(piece_arrays, jnp.arange(n))
+  out = np.asarray(augment.apply(augment.SHEET, KEY, plain, aug))
+  changed = out != np.asarray(plain)
+  assert np.all(out[changed] == 255)                  # only paper added
+  for columns in changed.any(axis=1):
+    where = np.flatnonzero(columns)
+    assert where.size == 0 or where[-1] - where[0] < 20   # one band
+  assert changed.any(axis=(1, 2)).mean() > 0.5
+  for bad in (-1, 26, 2.5):
+    with pytest.raises(ValueError, match='aug_sheet_erase'):
+      tiny_train_config('unused', aug_sheet_erase=bad)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dccaflax import augment
 from dccaflax import cca
 from dccaflax import checkpoints
 from dccaflax import config as config_lib
@@ -155,7 +156,7 @@ def test_non_finite_step_is_skipped_and_counted(synthetic_data):
   state = steps.create_train_state(jax.random.key(0), model, optimizer)
   step = lambda s, a, idx: steps.train_step(
       s, a, idx, model=model, optimizer=optimizer, reg=config.reg,
-      augment=(0, 0, 0), seed=config.seed)   # as train_and_evaluate calls it
+      augment=config.augment, seed=config.seed)   # as train_and_evaluate
   idx = np.arange(32, dtype=np.int32)
   bad = arrays._replace(step=arrays.step.at[:].set(jnp.nan))
   new, metrics = step(state, bad, idx)
@@ -233,7 +234,7 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
   config, train, arrays, model, optimizer, state0 = _tiny_setup(
       synthetic_data, learning_rate=0.001)
   kw = dict(model=model, optimizer=optimizer, reg=config.reg,
-            augment=(0, 0, 0), seed=config.seed)
+            augment=augment.AugmentConfig(), seed=config.seed)
   batches = ip.epoch_batches(0, 0, len(train), config.batch_size)[:7]
   state, losses = state0, []
   for idx in batches:
@@ -359,7 +360,8 @@ def test_models_side_by_side_equal_single_runs(synthetic_data):
   config, train, arrays, model, optimizer, _ = _tiny_setup(
       synthetic_data, learning_rate=0.001)
   seeds, n = (0, 1), 2
-  for aug in (steps.Augment(2, 1, 1, 3.0, 2.0),):   # every draw per seed
+  for aug in (augment.AugmentConfig(dx=2, dy=1, dframe=1, gain_db=3.0,
+                                    gain_curve_db=2.0),):   # every draw
     kw = dict(model=model, optimizer=optimizer, reg=config.reg, augment=aug)
     states0 = [steps.create_train_state(jax.random.key(s), model, optimizer)
                for s in seeds]
@@ -404,6 +406,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from dccaflax import augment
 from dccaflax import input_pipeline as ip
 from dccaflax import models
 from dccaflax import pieceset
@@ -460,7 +463,8 @@ assert errs['grads'] < 5e-4 and np.median(leaf_errs) < 2e-5, errs
 # small learning rate: at 0.1 the small batch's DCCA gradient turns rounding
 # differences into 1e-3 parameter differences within two steps).
 kw = dict(model=model, optimizer=steps.make_optimizer(0.01, 0.9, 25, 10),
-          reg=1e-3, augment=(2, 1, 1), seed=3, max_steps=2)
+          reg=1e-3, augment=augment.AugmentConfig(dx=2, dy=1, dframe=1),
+          seed=3, max_steps=2)
 s1, m1 = steps.train_chunk(state, arrays1, jnp.asarray(order),
                            np.int32(0), np.int32(2), **kw)
 order4 = sharding.put_global(order, NamedSharding(mesh, P(None, 'data')))
