@@ -180,7 +180,8 @@ def flat_settings(cls=TrainConfig):
 def architecture(config: TrainConfig) -> dict:
   """The settings fixed for a workdir (declared ``architecture=True``)."""
   return {f.name: getattr(config, f.name)
-          for f in dataclasses.fields(config) if f.metadata['architecture']}
+          for f in dataclasses.fields(config)
+          if f.metadata.get('architecture')}
 
 
 def renderings_arg(renderings: str):
