@@ -36,7 +36,12 @@ IDENTIFY_TEMPOS = (0.8, 1.0, 1.25)            # plain renderings' (identify)
 MAX_BATCH = 64         # renderings per FluidSynth call
 
 # Named held-out conditions beyond the tempo sweep (--conditions).
-CONDITIONS: dict[str, robust.Condition] = {}
+CONDITIONS: dict[str, robust.Condition] = {
+    # The held-out timbre alone: the training data's piano, as written.
+    'musescore_piano': robust.Condition(
+        'held-out soundfont alone (MuseScore General piano, tempo 1.0)',
+        'musescore', 1.0),
+}
 
 
 def tempo_conditions(tempos: Sequence[float],

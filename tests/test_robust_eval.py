@@ -40,18 +40,20 @@ def test_robust_eval_writes_its_table(real_model, real_index, real_midi,
                                       tmp_path):
   rc, log = run_cli('experiments.eval', '--workdir', real_model, '--evals',
                     'robust', '--index', real_index, '--midi_dir', real_midi,
-                    '--tempos', '0.8', '--limit', 300, '--out_dir', tmp_path,
-                    timeout=600)
+                    '--tempos', '0.8', '--conditions', 'musescore_piano',
+                    '--limit', 300, '--out_dir', tmp_path, timeout=600)
   assert rc == 0, log[-3000:]
   result = json.loads((tmp_path / 'robust_eval.json').read_text())
   md = (tmp_path / 'robust_eval.md').read_text()
   assert [r['rendering'] for r in result['rows']] == [
-      robust.IN_DISTRIBUTION.name, 'held out, tempo 0.8']
+      robust.IN_DISTRIBUTION.name, 'held out, tempo 0.8',
+      heldout.CONDITIONS['musescore_piano'].name]
   assert result['n_pairs'] == 300 and 'MuseScore' in result['soundfont']
   for row in result['rows']:
     assert row['n_pieces'] == 3 and 0 <= row['top1'] <= 100
     assert 0 <= row['a2s']['R@10'] <= 100 and row['s2a']['MR'] >= 1
     assert f'| {row["rendering"]} |' in md
+  assert list(result['programs']) == ['held out, tempo 0.8']  # drawn
   programs = result['programs']['held out, tempo 0.8'].values()
   assert set(programs) <= set(performance.HELDOUT_PROGRAMS.values())
   # In distribution: far above chance (10 of 300 candidates: 3.3 %; one
