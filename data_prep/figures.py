@@ -223,8 +223,8 @@ def draw_collections(data_dir: str, collections, out: str,
   """Writes a figure of each collection's geometry; returns ``out``.
 
   One row per collection: the histogram of its pieces' px of strip per
-  audio frame (``evaluation.px_per_frame``, the first ``max_pieces`` of
-  ``split``), then one pair: the sheet snippet, the same snippet rescaled
+  audio frame (``evaluators.collections.px_per_frame``, the first
+  ``max_pieces`` of ``split``), then one pair: the sheet snippet, the same snippet rescaled
   by ``1 / scale`` and ``scale`` (``sheet_augment.rescale``, as
   ``aug_sheet_scale`` draws them), and the audio excerpt.
   """
@@ -232,9 +232,9 @@ def draw_collections(data_dir: str, collections, out: str,
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from dccaflax import evaluation  # pylint: disable=g-import-not-at-top
   from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
   from dccaflax import sheet_augment  # pylint: disable=g-import-not-at-top
+  from dccaflax.evaluators import collections as collections_lib  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(len(collections), 5, squeeze=False,
                            figsize=(13, 2.2 * len(collections)),
                            gridspec_kw=dict(width_ratios=[1.6, 1, 1, 1, 1],
@@ -244,7 +244,7 @@ def draw_collections(data_dir: str, collections, out: str,
   for r, collection in enumerate(collections):
     ps = input_pipeline.load_pieces(data_dir, split, max_pieces,
                                     collections=(collection,))
-    ratios = evaluation.px_per_frame(
+    ratios = collections_lib.px_per_frame(
         np.asarray(ps.names, object)[ps.piece_id], ps.notehead_x,
         ps.onset_frame)
     a = axes[r, 0]

@@ -39,7 +39,7 @@ import numpy as np
 
 from dccaflax import audio
 from dccaflax import config as config_lib
-from dccaflax import evaluation
+from dccaflax import validation
 from dccaflax import layers
 from dccaflax import models
 from dccaflax import pieceset
@@ -196,7 +196,7 @@ def bench_embed(width: float, dtype: str, batch_size: int, repeats: int,
                               level_norm=_LEVEL_NORM)
   variables = models.init_variables(jax.random.key(0), model)
   idx = jnp.arange(batch_size, dtype=jnp.int32) % arrays.x.shape[0]
-  seconds = time_call(lambda: evaluation.outputs_at(
+  seconds = time_call(lambda: validation.outputs_at(
       model, variables, arrays, idx), repeats)
   return {'width': width, 'dtype': dtype, 'batch': batch_size,
           'pairs_per_s': batch_size / seconds}

@@ -18,7 +18,7 @@ gaps would otherwise vote at random.
 
 Evaluation on fresh renderings of MIDI files (a soundfont and tempo the model
 did not train on) needs the synthesizer, so it lives with the rendering code:
-``data_prep.identify_eval``; its rendering workers import this module, which
+``data_prep.heldout``; its rendering workers import this module, which
 therefore loads JAX (through ``embedding``) only when it embeds.  The text report
 is ``presentation.format_identification``; the command
 ``experiments.identify``.

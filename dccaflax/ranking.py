@@ -8,7 +8,7 @@ recording of an indexed piece), its rank among all candidates follows the
 tie rule of ``retrieval.partner_ranks`` (``rank_of_score``).
 
 NumPy only (no JAX at import): ``identify``, imported by the rendering
-workers of ``data_prep.identify_eval``, ranks its pieces with
+workers of ``data_prep.heldout``, ranks its pieces with
 ``rank_of_score`` too.
 
 Index rows are addressed the way a user names them: a piece and the 0-based
@@ -23,9 +23,11 @@ from typing import Optional
 
 import numpy as np
 
-from dccaflax import frontends
-
 DIRECTIONS = ('audio->sheet', 'sheet->audio')
+
+
+class RowError(ValueError):
+  """A piece or notehead the index does not hold; the message says which."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,22 +119,22 @@ def rank(index, query_emb: np.ndarray, direction: str, k: int = 10,
 
 
 def _rows_of(index, piece: str) -> np.ndarray:
-  """``index.rows_of`` with a ``QueryError`` for an unknown piece."""
+  """``index.rows_of`` with a ``RowError`` for an unknown piece."""
   try:
     return index.rows_of(piece)
   except KeyError as e:
-    raise frontends.QueryError(e.args[0]) from e
+    raise RowError(e.args[0]) from e
 
 
 def indexed_row(index, piece: str, notehead: int) -> int:
   """The row of the ``notehead``-th (0-based) onset of ``piece``.
 
   Raises:
-    QueryError: unknown piece (with close names) or notehead out of range.
+    RowError: unknown piece (with close names) or notehead out of range.
   """
   rows = _rows_of(index, piece)
   if not 0 <= notehead < len(rows):
-    raise frontends.QueryError(
+    raise RowError(
         f'piece {piece!r} has {len(rows)} noteheads (onsets); notehead must '
         f'be in [0, {len(rows) - 1}], got {notehead}')
   return int(rows[notehead])
@@ -142,7 +144,7 @@ def row_at_time(index, piece: str, time_s: float) -> int:
   """The row of the onset of ``piece`` nearest to ``time_s`` (indexed tempo).
 
   Raises:
-    QueryError: unknown piece.
+    RowError: unknown piece.
   """
   rows = _rows_of(index, piece)
   return int(rows[np.argmin(np.abs(index.time_s(rows) - time_s))])

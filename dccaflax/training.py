@@ -4,7 +4,7 @@
 place them on the device(s) (``sharding``), build the model and optimizer
 (``steps``), resume from the last checkpoint if there is one, then per epoch
 run the SGD steps and, every ``eval_every`` epochs, fit the CCA and validate
-(``evaluation.validate``), checkpoint the last and the best state
+(``validation.validate``), checkpoint the last and the best state
 (``checkpoints``) and log the metrics (``history.jsonl``, TensorBoard, a
 progress line, ``training_curve.png`` at the end).  The workdir layout is in
 ``dccaflax.checkpoints``.
@@ -50,7 +50,7 @@ import numpy as np
 
 from dccaflax import checkpoints
 from dccaflax import config as config_lib
-from dccaflax import evaluation
+from dccaflax import validation
 from dccaflax import input_pipeline
 from dccaflax import pieceset
 from dccaflax import presentation
@@ -132,9 +132,9 @@ def train_side_by_side(config: config_lib.TrainConfig,
   stepper = Stepper(config, model, optimizer, augment, place, seeds)
   state = stepper.join([r.state for r in runs])
   validate = functools.partial(
-      evaluation.validate, model, train_arrays=train_arrays,
+      validation.validate, model, train_arrays=train_arrays,
       val_arrays=val_arrays,
-      val_idx=evaluation.validation_subset(len(val_set), config.val_subset),
+      val_idx=validation.validation_subset(len(val_set), config.val_subset),
       reg=config.reg, batch_size=config.eval_batch_size)
   clock = _Clock(deadline)
   try:
@@ -343,7 +343,7 @@ class _Run:
     self.config, self.workdir = config, workdir
     self.steps_per_epoch = steps_per_epoch
     # The pairs of its CCA fit, a function of its seed (as a single run's).
-    self.fit_idx = evaluation.fit_indices(n_train, config.fit_pairs,
+    self.fit_idx = validation.fit_indices(n_train, config.fit_pairs,
                                           config.seed)
     self.chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
@@ -384,8 +384,8 @@ class _Run:
            'train/steps_per_s': self.steps_per_epoch / train_s,
            'train/pairs_per_s': pairs / train_s,
            'eval_s': time.time() - t_eval, **metrics}
-    improved = row[evaluation.BEST_METRIC] > self.best
-    self.best = max(self.best, row[evaluation.BEST_METRIC])
+    improved = row[validation.BEST_METRIC] > self.best
+    self.best = max(self.best, row[validation.BEST_METRIC])
     meta = {'epoch': epoch, 'step': int(state.step), 'best': self.best,
             'metrics': row}
     if improved:

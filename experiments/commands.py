@@ -3,8 +3,7 @@
 ``experiments.retrieve`` and ``experiments.identify`` parse their flags and
 call these; tests and notebooks call them directly (this module defines no
 flags, so it can be imported next to any entry point).  They load the model
-with its index (``load_model_and_index``, shared with
-``experiments.identify_eval``), print through ``echo`` and raise
+with its index (``load_model_and_index``), print through ``echo`` and raise
 ``frontends.QueryError`` or ``audio.AudioError`` with a message for the
 user: the checks of these functions name the flags, and the library names
 the values it refuses as its arguments are named, which the entry points
@@ -71,6 +70,18 @@ def load_model_and_index(workdir: str, index_path: str, which: str = 'best'):
   return model, idx
 
 
+def _row(idx, piece: str, notehead: int | None,
+         time_s: float | None = None) -> int:
+  """The index row of ``piece``'s ``notehead``-th onset, else of its onset
+  nearest to ``time_s``; QueryError naming an unknown piece or notehead."""
+  try:
+    if notehead is not None:
+      return ranking_lib.indexed_row(idx, piece, notehead)
+    return ranking_lib.row_at_time(idx, piece, time_s)
+  except ranking_lib.RowError as e:
+    raise QueryError(str(e)) from e
+
+
 def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
              start: float = 0.0, duration: float | None = None,
              sheet: str | None = None, sheet_x: float = 0.5,
@@ -132,9 +143,7 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
       echo(f'note: {note}')
     true_row = None
     if piece is not None:
-      true_row = (ranking_lib.indexed_row(idx, piece, notehead)
-                  if notehead is not None
-                  else ranking_lib.row_at_time(idx, piece, q.centre_s))
+      true_row = _row(idx, piece, notehead, q.centre_s)
     emb = api.embed_audio(model, q.excerpt[None])
     ranking = ranking_lib.rank(idx, emb, 'audio->sheet', top, true_row)
     query_img = q.excerpt
@@ -146,7 +155,7 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
     ranking = ranking_lib.rank(idx, emb, 'sheet->audio', top)
     query_img, title = snippet, sheet
   else:
-    row = ranking_lib.indexed_row(idx, piece, notehead)
+    row = _row(idx, piece, notehead)
     direction = 'sheet->audio' if modality == 'sheet' else 'audio->sheet'
     emb = (idx.sheet_emb if modality == 'sheet' else idx.audio_emb)[row]
     ranking = ranking_lib.rank(idx, emb, direction, top, row)

@@ -47,7 +47,8 @@ import jax
 import dccaflax
 from dccaflax import benchmark
 from dccaflax import checkpoints
-from dccaflax import evaluation
+from dccaflax.evaluators import paper
+from dccaflax.evaluators import results
 from dccaflax import presentation
 from dccaflax import training
 from experiments import config_flags
@@ -129,8 +130,8 @@ def main(argv):
   _say(f'training done after {time.time() - t_start:.0f} s')
 
   models = [dccaflax.load(workdir) for workdir in workdirs]
-  rows = evaluation.paper_protocol(models, config.data_dir, _SPLITS.value,
-                                   full=False, log=_say)
+  rows = paper.run(models, config.data_dir, _SPLITS.value, full=False,
+                   log=_say)
   per_seed, histories, epochs = {}, {}, {}
   for seed, workdir, model, model_rows in zip(seeds, workdirs, models, rows):
     per_seed[seed] = model_rows
@@ -169,19 +170,19 @@ def _fastest_dispatch(config, rows, n_models: int):
 def _write(out, config, seeds, workdirs, per_seed, histories, epochs, bench,
            t_start) -> None:
   """The results files (see the module doc)."""
-  rows = evaluation.mean_sd([per_seed[s] for s in seeds])
+  rows = results.mean_sd([per_seed[s] for s in seeds])
   reached = sorted({e['reached'] for e in epochs.values()})
   title = (f'{len(seeds)} seeds ({", ".join(map(str, seeds))}), mean ± sd; '
            f'width {config.width:g}, {reached[-1]} of {config.epochs} epochs '
            'reached; best checkpoints (epochs '
            f'{", ".join(str(epochs[s]["best"]) for s in seeds)})')
-  table = evaluation.markdown_table(rows, title)
+  table = paper.markdown(rows, title)
   with open(os.path.join(out, 'eval.md'), 'w') as f:
     f.write(table)
   with open(os.path.join(out, 'eval.json'), 'w') as f:
     json.dump({'seeds': seeds, 'epochs': epochs, 'rows': rows,
                'per_seed': per_seed, 'config': config.to_json(),
-               'budget_s': _BUDGET_S.value, 'paper': evaluation.PAPER,
+               'budget_s': _BUDGET_S.value, 'paper': paper.PAPER,
                'seconds': time.time() - t_start}, f, indent=1)
   _say(table, table=True)
   presentation.plot_history(

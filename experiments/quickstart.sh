@@ -24,8 +24,8 @@ midi=(); [ -n "${1:-}" ] && midi=(--midi_dir "$1")
 mkdir -p out
 # 86 test pieces hold the first 16,000 test pairs (in piece-name order).
 python3 -m data_prep.prepare --data_dir out/data --splits test --limit 86 "${midi[@]}"
-python3 -m experiments.evaluate --workdir "$MODEL" --data_dir out/data \
-    --splits test --nofull --out_dir out
+python3 -m experiments.eval --workdir "$MODEL" --data_dir out/data \
+    --evals paper --splits test --nofull --out_dir out
 python3 -m experiments.index --workdir "$MODEL" --data_dir out/data \
     --split test --out out/index.npz
 # A test piece rendered afresh: its melody, FluidR3 (the paper's timbre).

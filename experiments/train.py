@@ -10,7 +10,7 @@ is stored in DIR/config.json.  DIR receives checkpoints
 events in ``tb/`` and ``training_curve.png``; see ``dccaflax.checkpoints``.
 Running the same command again continues from the last checkpoint with the
 same data order, ending with the same parameters as an uninterrupted run.
-Evaluate with ``python -m experiments.evaluate --workdir DIR``.
+Evaluate with ``python -m experiments.eval --workdir DIR``.
 
 A campaign in sessions of limited time (``--budget_s``): training stops
 before an epoch that would not end (evaluated and checkpointed) within the

@@ -11,7 +11,7 @@ import pytest
 
 import dccaflax
 from dccaflax import cca
-from dccaflax import evaluation
+from dccaflax import validation
 from dccaflax import input_pipeline as ip
 from dccaflax import retrieval
 from tests import blocking
@@ -98,7 +98,7 @@ def test_embeddings_shapes_norms_and_retrieval(model, pairs):
   np.testing.assert_allclose(dccaflax.embed_audio(model, pairs['spec'][3:4]),
                              a[3:4], atol=1e-5)
   # the same as towers + CCA projection from the training library
-  fx, gy = evaluation.window_outputs(model.module, model.variables,
+  fx, gy = validation.window_outputs(model.module, model.variables,
                                      pairs['sheet'], pairs['spec'])
   px = np.asarray(cca.project_x(model.projection, fx))
   np.testing.assert_allclose(

@@ -11,8 +11,8 @@ from data_prep import build
 from data_prep import pipeline
 from data_prep import source
 from dccaflax import config as config_lib
-from dccaflax import evaluation
 from dccaflax import input_pipeline
+from dccaflax.evaluators import collections as collections_lib
 from tests.test_index import run_cli
 
 
@@ -66,15 +66,15 @@ def test_px_per_frame_is_each_pieces_slope():
   piece = np.array(['a'] * 4 + ['b'] * 3, object)
   frame = np.array([0, 10, 20, 40, 5, 6, 15])
   x = np.r_[2.0 * frame[:4], 3.0 + 0.5 * frame[4:]]
-  ratios = evaluation.px_per_frame(piece, x, frame)
+  ratios = collections_lib.px_per_frame(piece, x, frame)
   np.testing.assert_allclose(ratios, [2.0, 0.5])
-  geo = evaluation.geometry(ratios)
+  geo = collections_lib.geometry(ratios)
   assert geo['pieces'] == 2 and geo['median'] == pytest.approx(1.25)
 
 
 def test_collections_eval_writes_its_table(real_model, two_collections):
-  rc, log = run_cli('experiments.collections_eval', '--workdir', real_model,
-                    '--data_dir', two_collections)
+  rc, log = run_cli('experiments.eval', '--workdir', real_model, '--evals',
+                    'collections', '--data_dir', two_collections)
   assert rc == 0, log[-3000:]
   result = json.loads((real_model / 'collections_eval.json').read_text())
   md = (real_model / 'collections_eval.md').read_text()
@@ -84,6 +84,10 @@ def test_collections_eval_writes_its_table(real_model, two_collections):
     assert 0.3 < row['geometry']['median'] < 5 and row['geometry']['pieces']
     assert f'| {row["label"]} |' in md
   assert 'px/frame' in md
+  # Nottingham's first 2 test pieces are among the 3 the model trained on:
+  # far above chance (10 of 417 candidates: 2.4 %; measured 57 % on CPU).
+  notts = result['rows'][0]
+  assert min(notts['a2s']['R@10'], notts['s2a']['R@10']) > 40
 
 
 def test_collections_figure(two_collections, tmp_path):
@@ -101,7 +105,7 @@ def test_scale_search_at_scale_one_is_the_paper_protocol(two_collections,
                                     collection='airds')
   ps = input_pipeline.load_pieces(two_collections, 'test',
                                   collections=('airds',))
-  views = evaluation.scaled_sheets(ps, len(ps), (1.0, 1.6, 0.8))
+  views = collections_lib.scaled_sheets(ps, len(ps), (1.0, 1.6, 0.8))
   assert views.shape == (3,) + pairs['sheet'].shape
   assert np.array_equal(views[0], pairs['sheet'])     # bit for bit
   # column 50 + k of a view at scale s is column 50 + k * s of the snippet
@@ -113,13 +117,12 @@ def test_scale_search_at_scale_one_is_the_paper_protocol(two_collections,
                           pairs['sheet'][:, :, 50 + int(k * 0.8)])
   import dccaflax  # pylint: disable=g-import-not-at-top
   model = dccaflax.load(real_model)
-  plain, = evaluation.collection_protocol([model], two_collections,
-                                          ['airds'])
-  one, = evaluation.collection_protocol([model], two_collections, ['airds'],
-                                        sheet_scales=(1.0,))
+  plain, = collections_lib.run([model], two_collections, ['airds'])
+  one, = collections_lib.run([model], two_collections, ['airds'],
+                             sheet_scales=(1.0,))
   for d in ('a2s', 's2a'):
     assert abs(one[0][d]['R@10'] - plain[0][d]['R@10']) <= 0.5
-  searched, = evaluation.collection_protocol(
+  searched, = collections_lib.run(
       [model], two_collections, ['airds'], sheet_scales=(0.8, 1.0, 1.25))
   assert searched[0]['sheet_scales'] == [0.8, 1.0, 1.25]
   assert searched[0]['n'] == plain[0]['n']

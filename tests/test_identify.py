@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_prep import identify_eval
+from data_prep import heldout
 from data_prep import melody
 from data_prep import synth
 from dccaflax import audio
@@ -13,6 +13,7 @@ from dccaflax import frontends
 from dccaflax import identify
 from dccaflax import index as index_lib
 from dccaflax import presentation
+from dccaflax.evaluators import identification
 from experiments import commands
 from tests.test_index import run_cli
 
@@ -135,7 +136,7 @@ def test_an_index_of_another_model_is_refused(real_model, real_data,
   rc, log = run_cli('experiments.identify', '--workdir', real_model,
                     '--index', path, '--audio', recordings['wav'])
   assert rc != 0 and 'error: ' in log and 'another model' in log, log
-  # retrieve and identify_eval share commands.load_model_and_index.
+  # retrieve and identify share commands.load_model_and_index.
   with pytest.raises(frontends.QueryError, match='built by another model'):
     commands.retrieve(str(real_model), str(path),
                       audio_path=str(recordings['wav']))
@@ -147,30 +148,43 @@ def test_evaluation_on_an_unseen_soundfont(real_model, real_index, real_midi,
                                            tmp_path):
   # TimGM6mb (an .sf2 inside pretty_midi, quick to load) is not a training
   # soundfont either; the default MuseScore .sf3 takes ~5 s per load.
-  rc, log = run_cli('experiments.identify_eval', '--workdir', real_model,
-                    '--index', real_index, '--midi_dir', real_midi,
-                    '--soundfont', 'timgm6mb', '--tempos', '0.8,1.25',
-                    '--limit', 2, '--out_dir', tmp_path)
+  rc, log = run_cli('experiments.eval', '--workdir', real_model, '--evals',
+                    'identify', '--index', real_index, '--midi_dir',
+                    real_midi, '--soundfont', 'timgm6mb', '--tempos',
+                    '0.8,1.25', '--pieces', 2, '--out_dir', tmp_path)
   assert rc == 0, log
   assert '| tempo factor |' in log and '| 0.8 |' in log and '| 1.25 |' in log
   with open(tmp_path / 'identify_eval.json') as f:
     result = json.load(f)
-  assert set(result['tempos']) == {'0.8', '1.25'}
+  assert list(result['tempos']) == ['0.8', '1.25']
   for m in result['tempos'].values():
     assert m['n'] == 2 and 0 <= m['top1'] <= m['top5'] == 100.0
     assert 1 / 3 <= m['MRR'] <= 1
   assert len(result['per_piece']) == 4
   assert result['n_pieces'] == 2 and result['n_candidate_pieces'] == 3
   assert (tmp_path / 'identify_eval.md').read_text() == (
-      identify_eval.markdown(result, 'Piece identification (quick model)'))
+      identification.markdown(result, 'Piece identification (quick model)'))
   # Refused before the model is loaded.
-  rc, log = run_cli('experiments.identify_eval', '--workdir', real_model,
-                    '--index', real_index, '--midi_dir', tmp_path / 'none')
+  rc, log = run_cli('experiments.eval', '--workdir', real_model, '--evals',
+                    'identify', '--index', real_index, '--midi_dir',
+                    tmp_path / 'none')
   assert rc != 0 and 'error: ' in log and 'MIDI folder' in log
-  rc, log = run_cli('experiments.identify_eval', '--workdir', real_model,
-                    '--index', real_index, '--midi_dir', real_midi,
-                    '--soundfont', tmp_path / 'none.sf2')
+  rc, log = run_cli('experiments.eval', '--workdir', real_model, '--evals',
+                    'identify', '--index', real_index, '--midi_dir',
+                    real_midi, '--soundfont', tmp_path / 'none.sf2')
   assert rc != 0 and 'error: ' in log and 'none.sf2' in log
+
+
+def test_identification_in_distribution_is_far_above_chance(model, index,
+                                                            real_midi):
+  """Fresh renderings in the training soundfont at tempo 1: every piece
+  identified (chance: 1 of the 3 indexed pieces)."""
+  result = heldout.identification_eval(
+      model, index, str(real_midi), synth.soundfont_path('fluidr3'), (1.0,),
+      workers=1, log=lambda *a: None)
+  assert result['tempos']['1'] == {'top1': 100.0, 'top5': 100.0,
+                                   'MRR': 1.0, 'n': 3}
+  assert 'the training soundfont!' in identification.markdown(result)
 
 
 def test_render_batch_cuts_each_piece_at_its_tempo(real_midi):

@@ -150,13 +150,16 @@ def test_indexed_pair_queries_rank_their_partner(index, real_index,
                     figure_path=str(out), echo=printed.append)
   assert out.stat().st_size > 10000
   assert 'audio->sheet: top 6 of 658 sheet snippets' in printed[0]
-  with pytest.raises(frontends.QueryError, match='did you mean'):
+  with pytest.raises(ranking_lib.RowError, match='did you mean'):
     ranking_lib.indexed_row(index, name[:-1] + 'x', 3)
   with pytest.raises(frontends.QueryError, match='unknown piece'):
     commands.retrieve(str(real_model), str(real_index),
                       piece='no_such_piece', notehead=3)
-  with pytest.raises(frontends.QueryError, match='noteheads'):
+  with pytest.raises(ranking_lib.RowError, match='noteheads'):
     ranking_lib.indexed_row(index, name, 10_000)
+  with pytest.raises(frontends.QueryError, match='noteheads'):
+    commands.retrieve(str(real_model), str(real_index), piece=name,
+                      notehead=10_000)
 
 
 def test_audio_to_sheet_on_a_real_synthesized_piece(recordings, index,

@@ -17,7 +17,7 @@ from dccaflax import augment
 from dccaflax import cca
 from dccaflax import checkpoints
 from dccaflax import config as config_lib
-from dccaflax import evaluation
+from dccaflax import validation
 from dccaflax import input_pipeline as ip
 from dccaflax import models
 from dccaflax import pieceset
@@ -61,8 +61,8 @@ def test_training_learns_and_writes_the_workdir(trained_workdir,
                                     steps.make_optimizer())
   train = ip.load_pieces(synthetic_data, 'train')
   val = ip.load_pieces(synthetic_data, 'valid')
-  val_idx = evaluation.validation_subset(len(val), config.val_subset)
-  _, before = evaluation.validate(
+  val_idx = validation.validation_subset(len(val), config.val_subset)
+  _, before = validation.validate(
       model, state0.variables, jax.device_put(train.arrays),
       np.arange(len(train)), jax.device_put(val.arrays), val_idx,
       config.reg, config.eval_batch_size)
@@ -197,7 +197,7 @@ def test_heldout_correlation_and_projection():
   p = cca.fit(fx[:1000], gy[:1000])
   px = np.asarray(cca.project_x(p, fx[1000:]))
   py = np.asarray(cca.project_y(p, gy[1000:]))
-  corr = evaluation.heldout_correlation(px, py)
+  corr = validation.heldout_correlation(px, py)
   assert 3 < corr < 4.2 and abs(corr - float(np.sum(p.corr))) < 0.3
   metrics = retrieval.both_directions(px[:, :4], py[:, :4])
   for d in ('a2s', 's2a'):   # chance: R@1 0.1 %, MR 500
@@ -316,7 +316,7 @@ def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
   probe = np.arange(0, len(train), 2)[:128]
 
   def probe_corr(state):
-    fx, gy = evaluation.tower_outputs(model, state.variables, arrays, probe,
+    fx, gy = validation.tower_outputs(model, state.variables, arrays, probe,
                                       batch_size=128)
     assert fx.dtype == gy.dtype == np.float32
     return float(cca.total_correlation(fx, gy, config.reg))
