@@ -18,7 +18,7 @@ def test_quickstart_notebook_runs(tmp_path, real_midi, real_data,
   for key, value in {'DCCAFLAX_NOTTINGHAM': str(real_midi),
                      'DCCAFLAX_NB_WORK': str(work),
                      'DCCAFLAX_NB_PIECES': '3', 'DCCAFLAX_NB_EPOCHS': '1',
-                     'DCCAFLAX_NB_EVAL_PIECES': '0'}.items():
+                     'DCCAFLAX_NB_EVAL_PIECES': '1'}.items():
     monkeypatch.setenv(key, value)
   monkeypatch.delenv('DCCAFLAX_NB_WORKDIR', raising=False)
   nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -26,6 +26,8 @@ def test_quickstart_notebook_runs(tmp_path, real_midi, real_data,
       nb, timeout=600, kernel_name='python3',
       resources={'metadata': {'path': str(_REPO / 'experiments' / 'colab')}})
   client.execute()
+  code = [c for c in nb.cells if c.cell_type == 'code']
+  assert all(c.get('execution_count') for c in code)   # every cell ran
   outputs = '\n'.join(
       o.get('text', '') for c in nb.cells if c.cell_type == 'code'
       for o in c.get('outputs', []))
@@ -33,6 +35,8 @@ def test_quickstart_notebook_runs(tmp_path, real_midi, real_data,
   assert 'epoch 1/1' in outputs
   assert 'audio->sheet: top 9 of' in outputs
   assert 'best-matching position in' in outputs
+  assert 'Piece identification (quick model)' in outputs   # the last cell
+  assert 'skipped (DCCAFLAX_NB_EVAL_PIECES' not in outputs
   assert (work / 'figure3.png').stat().st_size > 10000
   assert (work / 'index.npz').exists()
   images = [o for c in nb.cells if c.cell_type == 'code'
