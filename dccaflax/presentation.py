@@ -63,6 +63,68 @@ def plot_history(history, path: str, title: str = '') -> None:
   plt.close(fig)
 
 
+def learning_curves(histories: dict, batch_size: int) -> dict:
+  """Validation R@10 against pairs seen and training hours, per model.
+
+  Args:
+    histories: ``{label: rows of history.jsonl}`` ('step', 'train/pairs_per_s',
+      'val/a2s_R@10', 'val/s2a_R@10').
+    batch_size: pairs per step (the runs' ``TrainConfig.batch_size``).
+
+  Returns:
+    ``{label: {'pairs': (E,), 'hours': (E,), 'a2s': (E,), 's2a': (E,)}}``:
+    pairs seen after each evaluated epoch; the training hours up to it, the
+    sum over epochs of the pairs of the epoch over its measured pairs/s
+    (validation excluded; a machine shared with other work shows here);
+    validation R@10 (%) in both directions.
+  """
+  curves = {}
+  for label, rows in histories.items():
+    pairs = np.array([r['step'] * batch_size for r in rows], np.float64)
+    per_epoch = np.diff(pairs, prepend=0.0)
+    speed = np.array([r['train/pairs_per_s'] for r in rows], np.float64)
+    curves[label] = {
+        'pairs': pairs, 'hours': np.cumsum(per_epoch / speed) / 3600,
+        'a2s': np.array([r['val/a2s_R@10'] for r in rows]),
+        's2a': np.array([r['val/s2a_R@10'] for r in rows])}
+  return curves
+
+
+def plot_learning_curves(curves: dict, path: str, title: str = '',
+                         n_val: int | None = None) -> None:
+  """Validation R@10 (audio -> sheet) vs pairs seen (left) and vs training
+  hours (right), one line per model (``learning_curves``), PNG."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+  for n, (label, c) in enumerate(curves.items()):
+    for ax, x in zip(axes, (c['pairs'] / 1000, c['hours'])):
+      ax.plot(x, c['a2s'], 'o-', color=f'C{n}', label=label)
+  axes[0].set_xlabel('training pairs seen (thousands)')
+  axes[1].set_xlabel('training hours (2 CPU cores)')
+  axes[0].set_ylabel('validation R@10, audio -> sheet (%)' + (
+      f', {n_val} candidates' if n_val else ''))
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def format_learning_curves(curves: dict) -> str:
+  """Markdown: per model, its validation R@10 (A->S / S->A) after each
+  epoch with the pairs seen and hours so far (``learning_curves``)."""
+  lines = ['| model | pairs seen | training h | val A->S R@10 | val S->A R@10 |',
+           '|---|---|---|---|---|']
+  for label, c in curves.items():
+    for i in range(len(c['pairs'])):
+      lines.append(f"| {label} | {c['pairs'][i]:,.0f} | {c['hours'][i]:.2f} "
+                   f"| {c['a2s'][i]:.1f} | {c['s2a'][i]:.1f} |")
+  return '\n'.join(lines) + '\n'
+
+
 def format_ranking(ranking: ranking_lib.Ranking, index) -> str:
   """The ranked list as a text table (one line per result)."""
   what = ('sheet snippets' if ranking.direction == 'audio->sheet'
