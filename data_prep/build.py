@@ -80,7 +80,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
         data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
         renderings=renderings, extra_splits=extra_splits, progress=progress)
-    # A prepare run always rebuilds from the (cached) pieces, so --limit or
+    # A prepare run always rebuilds from the (cached) pieces, so --pieces or
     # --splits changes take effect.
     shutil.rmtree(builder.data_dir, ignore_errors=True)
     builder.download_and_prepare(

@@ -3,7 +3,7 @@ r"""Prepares the audio/sheet data set (both TFDS configs of a collection).
   python -m data_prep.prepare --midi_dir DIR --data_dir OUT \
       [--collections nottingham,oneills,airds] \
       [--engravings lilypond,verovio_leipzig,...] \
-      [--config pairs|pieces|both] [--splits test] [--limit N] \
+      [--config pairs|pieces|both] [--splits test] [--pieces N] \
       [--soundfont fluidr3 --tempo 1.0] [--soundfonts A,B --tempos X,Y,Z] \
       [--drawn N --draw_seed S --draw_soundfonts A,B,C --draw_tempos LO,HI] \
       [--extra_splits train]
@@ -85,8 +85,9 @@ _ENGRAVINGS = flags.DEFINE_list(
     'engravings', [pipeline.LILYPOND],
     f'Engravings of each collection, of {list(pipeline.ENGRAVINGS)}, each '
     'into its own configs (see the module doc).')
-_LIMIT = flags.DEFINE_integer('limit', None,
-                              'At most this many pieces per split.')
+_PIECES = flags.DEFINE_integer('pieces', None,
+                               'At most this many pieces per split (the first '
+                               'by name).')
 _WORKERS = flags.DEFINE_integer('workers', None,
                                 'Processes (default: all cores).')
 _DOWNLOAD = flags.DEFINE_bool('download', False,
@@ -208,7 +209,7 @@ def _prepare(collection, engraving, configs, primary, extras):
   t0 = time.time()
   try:
     report = build.prepare(_MIDI_DIR.value, _DATA_DIR.value, configs,
-                           tuple(_SPLITS.value), _LIMIT.value,
+                           tuple(_SPLITS.value), _PIECES.value,
                            _WORKERS.value, _DOWNLOAD.value, primary,
                            renderings=extras,
                            extra_splits=_EXTRA_SPLITS.value,

@@ -23,7 +23,7 @@ MODEL=nottingham_paper
 midi=(); [ -n "${1:-}" ] && midi=(--midi_dir "$1")
 mkdir -p out
 # 86 test pieces hold the first 16,000 test pairs (in piece-name order).
-python3 -m data_prep.prepare --data_dir out/data --splits test --limit 86 "${midi[@]}"
+python3 -m data_prep.prepare --data_dir out/data --splits test --pieces 86 "${midi[@]}"
 python3 -m experiments.eval --workdir "$MODEL" --data_dir out/data \
     --evals paper --splits test --nofull --out_dir out
 python3 -m experiments.index --workdir "$MODEL" --data_dir out/data \

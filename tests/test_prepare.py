@@ -187,7 +187,7 @@ def test_cli_renderings_are_soundfonts_times_tempos(tmp_path, midi_dir):
                         (['--soundfonts', 'fluidr3,nope.sf2'],
                          "--soundfonts: soundfont 'nope.sf2' not found")):
     out = _cli('--midi_dir', str(midi_dir), '--data_dir', str(tmp_path / 'd'),
-               '--splits', 'test', '--limit', '1', *args)
+               '--splits', 'test', '--pieces', '1', *args)
     assert out.returncode != 0 and f'error: {message}' in out.stderr, (
         args, out.stderr[-2000:])
   assert not (tmp_path / 'd').exists()  # refused before any work
@@ -332,7 +332,7 @@ def test_prepare_without_a_midi_folder_uses_the_bundled_data(tmp_path,
                                                              monkeypatch):
   env = {k: v for k, v in os.environ.items() if k != source.ENV_VAR}
   out = _cli('--data_dir', str(tmp_path / 'd'), '--splits', 'test',
-             '--limit', '1', '--config', 'pieces', env=env)
+             '--pieces', '1', '--config', 'pieces', env=env)
   assert out.returncode == 0, out.stderr
   report = json.loads((tmp_path / 'd' / 'prep_report.json').read_text())
   assert report['midi_dir'] == os.path.join(source.BUNDLED, 'midi')
