@@ -20,7 +20,7 @@ File format (``.npz``, no pickles)::
   fingerprint  ()     str       ``model_fingerprint`` of the embedding model
   workdir      ()     str       the model's workdir (for messages only)
   collection   ()     str       the data source of the pairs
-                                (``input_pipeline.split_source``, e.g.
+                                (``sources.split_source``, e.g.
                                 'nottingham:verovio_leland': the same pairs
                                 with Verovio's snippets); an index written
                                 without it holds 'nottingham'
@@ -67,6 +67,7 @@ from dccaflax import level
 from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import snippets
+from dccaflax import sources
 
 FORMAT_VERSION = 1
 READ_CHUNK = 1024   # pairs read and embedded per step while building
@@ -127,7 +128,7 @@ class Index:
   fingerprint: str
   workdir: str = ''
   page_xy: Optional[np.ndarray] = None    # a page index's (module doc)
-  collection: str = input_pipeline.NOTTINGHAM   # the pairs' data source
+  collection: str = sources.NOTTINGHAM   # the pairs' data source
 
   @property
   def is_pages(self) -> bool:
@@ -228,7 +229,7 @@ def search(queries, candidates: np.ndarray, k: int
 def build(model, data_dir: str, split: str = 'test',
           limit: Optional[int] = None, workdir: str = '',
           progress: Optional[Callable[[int, int, float], None]] = None,
-          collection: str = input_pipeline.NOTTINGHAM) -> Index:
+          collection: str = sources.NOTTINGHAM) -> Index:
   """Embeds every sheet snippet and audio excerpt of a split.
 
   Streams the ``pairs`` config in chunks of ``READ_CHUNK`` (memory stays
@@ -242,7 +243,7 @@ def build(model, data_dir: str, split: str = 'test',
     workdir: the model's workdir, recorded for messages.
     progress: called as ``progress(done, total, seconds)`` after each chunk.
     collection: whose pairs: a collection, optionally with an engraving
-      (``input_pipeline.split_source``; 'nottingham:verovio_leland' indexes
+      (``sources.split_source``; 'nottingham:verovio_leland' indexes
       the Nottingham pairs with Verovio's Leland snippets).
 
   Returns:
@@ -253,10 +254,9 @@ def build(model, data_dir: str, split: str = 'test',
     empty split.
   """
   data_dir = os.path.abspath(os.fspath(data_dir))
-  collection = input_pipeline.source_name(
-      *input_pipeline.split_source(collection))
+  collection = sources.source_name(*sources.split_source(collection))
   source = input_pipeline.data_source(
-      data_dir, input_pipeline.config_name('pairs', collection), split)
+      data_dir, sources.config_name('pairs', collection), split)
   n = len(source) if limit is None else min(int(limit), len(source))
   if n == 0:
     raise ValueError(f'split {split!r} of {data_dir} holds no pairs')
@@ -364,7 +364,7 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
     return _read_page_rows(index, rows, data_dir)
   source = input_pipeline.data_source(
       data_dir or index.data_dir,
-      input_pipeline.config_name('pairs', index.collection), index.split)
+      sources.config_name('pairs', index.collection), index.split)
   if len(source) < len(index):
     raise IndexFileError(f'{data_dir or index.data_dir} holds {len(source)} '
                          f'{index.split} pairs, the index {len(index)}: '

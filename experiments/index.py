@@ -33,6 +33,7 @@ from dccaflax import api
 from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import sources
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
                                'or the name of a shipped model (models/).',
@@ -63,7 +64,7 @@ def main(argv):
       sys.exit(f'error: --pages: {e}')
   else:
     try:
-      config = input_pipeline.config_name('pairs', _COLLECTION.value)
+      config = sources.config_name('pairs', _COLLECTION.value)
       if _DATA_DIR.value:
         input_pipeline.config_dir(_DATA_DIR.value, config)
     except (FileNotFoundError, ValueError) as e:

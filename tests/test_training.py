@@ -31,7 +31,7 @@ from tests.conftest import with_synthetic_renderings
 
 def _restore_params(workdir):
   config = checkpoints.read_config(str(workdir))
-  model = config_lib.model_from_config(config)
+  model = models.from_config(config)
   state = steps.create_train_state(
       jax.random.key(0), model, steps.make_optimizer())
   restored = checkpoints.restore_checkpoint(
@@ -56,7 +56,7 @@ def test_training_learns_and_writes_the_workdir(trained_workdir,
   assert [r['epoch'] for r in history] == [2, 4]
   # The same metrics at initialisation, for comparison.
   config = tiny_train_config(synthetic_data)
-  model = config_lib.model_from_config(config)
+  model = models.from_config(config)
   state0 = steps.create_train_state(jax.random.key(config.seed), model,
                                     steps.make_optimizer())
   train = ip.load_pieces(synthetic_data, 'train')
@@ -149,7 +149,7 @@ def test_non_finite_step_is_skipped_and_counted(synthetic_data):
   config = tiny_train_config(synthetic_data)
   train = ip.load_pieces(synthetic_data, 'train')
   arrays = jax.device_put(train.arrays)
-  model = config_lib.model_from_config(config)
+  model = models.from_config(config)
   optimizer = steps.make_optimizer(   # the one the runs use: no compile
       config.learning_rate, config.momentum, config.lr_halve_every,
       ip.steps_per_epoch(len(train), config.batch_size))
@@ -215,7 +215,7 @@ def _tiny_setup(synthetic_data, **overrides):
   config = tiny_train_config(synthetic_data, **overrides)
   train = ip.load_pieces(synthetic_data, 'train')
   arrays = jax.device_put(train.arrays)
-  model = config_lib.model_from_config(config)
+  model = models.from_config(config)
   optimizer = steps.make_optimizer(
       config.learning_rate, config.momentum, config.lr_halve_every,
       ip.steps_per_epoch(len(train), config.batch_size))
