@@ -33,6 +33,7 @@ from dccaflax import api
 from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import page_index
 from dccaflax import sources
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
@@ -122,9 +123,8 @@ def _index_pages(model, pages):
     print(f'\rindexed {done}/{total} pages ({seconds:.0f} s)',
           end='\n' if done == total else '', file=sys.stderr, flush=True)
   try:
-    index = index_lib.build_pages(model, pages,
-                                  _PAGE_STEP.value, workdir=_WORKDIR.value,
-                                  progress=progress)
+    index = page_index.build(model, pages, _PAGE_STEP.value,
+                             workdir=_WORKDIR.value, progress=progress)
     path = index_lib.save(index, _OUT.value)
   except (ValueError, frontends.QueryError) as e:
     sys.exit(f'error: {e}')
