@@ -11,7 +11,7 @@ from data_prep import performance
 from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
-from dccaflax import input_pipeline
+from dccaflax import sources
 
 
 def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
@@ -33,7 +33,7 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
       (``source.resolve``).
     data_dir: output folder (TFDS data, ``cache/``, the report).
     configs: 'pairs' and/or 'pieces' (the collection's configs of these
-      kinds: ``input_pipeline.config_name``).
+      kinds: ``sources.config_name``).
     splits: which splits.
     limit: at most this many pieces per split.
     workers: processes (default: all cores).
@@ -75,8 +75,8 @@ def prepare(midi_dir: str | None, data_dir: str, configs=('pairs', 'pieces'),
   builder = None
   for kind in configs:
     builder = nottingham_audio_sheet.NottinghamAudioSheet(
-        config=input_pipeline.config_name(
-            kind, input_pipeline.source_name(collection, engraving)),
+        config=sources.config_name(
+            kind, sources.source_name(collection, engraving)),
         data_dir=data_dir, file_format='array_record',
         splits=splits, limit=limit, workers=workers, synth_params=params,
         renderings=renderings, extra_splits=extra_splits, progress=progress)

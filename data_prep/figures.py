@@ -13,6 +13,7 @@ from dccaflax import audio
 from dccaflax import augment
 from dccaflax import pieceset
 from dccaflax import snippets
+from dccaflax import sources as sources_lib
 
 
 def find_piece(data_dir: str, name: str | None, split: str | None = None,
@@ -20,7 +21,7 @@ def find_piece(data_dir: str, name: str | None, split: str | None = None,
   """The ``pieces`` example of a piece (dict of numpy arrays) and its split.
 
   Args:
-    config: which ``pieces`` config (``input_pipeline.config_name``).
+    config: which ``pieces`` config (``dccaflax.sources.config_name``).
 
   Raises:
     KeyError: unknown piece, listing a few known names.
@@ -302,15 +303,14 @@ def draw_sheets(data_dir: str, name: str, split: str, sources, out: str,
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from dccaflax import input_pipeline  # pylint: disable=g-import-not-at-top
   rows = []
   for src in sources:
     ex, _ = find_piece(data_dir, name, split,
-                       input_pipeline.config_name('pieces', src))
+                       sources_lib.config_name('pieces', src))
     xs = ex['notehead_x']
     picks = np.linspace(0, len(xs) - 1, min(n_pairs, len(xs))).round(
     ).astype(int)
-    rows.append((input_pipeline.split_source(src)[1],
+    rows.append((sources_lib.split_source(src)[1],
                  np.stack([snippets.sheet_snippet(ex['strip'], xs[i])
                            for i in picks])))
   base = rows[0][1]

@@ -28,6 +28,7 @@ from data_prep import pipeline
 from data_prep import synth
 from dccaflax import identify
 from dccaflax import input_pipeline
+from dccaflax import sources
 from dccaflax.evaluators import identification
 from dccaflax.evaluators import robust
 
@@ -195,8 +196,8 @@ def robustness(model, index, data_dir: str, midi_dir: str,
     instrument of every piece; and the settings (``robust.markdown``).
   """
   t0 = time.time()
-  if input_pipeline.split_source(index.collection)[0] != (
-      input_pipeline.NOTTINGHAM):
+  if sources.split_source(index.collection)[0] != (
+      sources.NOTTINGHAM):
     raise ValueError(f'an index of {index.collection}: the robustness '
                      'evaluation renders the Nottingham test pieces')
   if n_pieces is not None and n_pieces < 1:

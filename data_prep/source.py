@@ -20,12 +20,13 @@ import urllib.request
 import zipfile
 
 from data_prep import pipeline
+from dccaflax import sources
 
 NOTTINGHAM_URL = 'http://www-etud.iro.umontreal.ca/~boulanni/Nottingham.zip'
 ENV_VAR = 'DCCAFLAX_NOTTINGHAM'
 DATASETS = str(pathlib.Path(__file__).resolve().parents[1] / 'datasets')
 BUNDLED = os.path.join(DATASETS, 'nottingham')
-NOTTINGHAM = 'nottingham'
+NOTTINGHAM = sources.NOTTINGHAM
 # The collections the repository ships: Nottingham, and the tune books
 # converted from the music21 corpus (data_prep.convert_tunebooks).
 COLLECTIONS = ('nottingham', 'oneills', 'airds')
@@ -151,8 +152,7 @@ def report_path(data_dir: str, collection: str = NOTTINGHAM,
   """Where a collection's preparation report goes in ``data_dir``:
   ``prep_report.json`` (Nottingham by LilyPond), else
   ``prep_report_<collection>[_<engraving>].json`` (LilyPond's unnamed)."""
-  parts = ([] if collection == NOTTINGHAM else [collection]) + (
-      [] if engraving == pipeline.LILYPOND else [engraving])
+  parts = sources.name_parts(sources.source_name(collection, engraving))
   name = 'prep_report' + ''.join('_' + p for p in parts) + '.json'
   return os.path.join(os.fspath(data_dir), name)
 

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dccaflax import audio
+from dccaflax import cca
 from dccaflax import config as config_lib
 from dccaflax import validation
 from dccaflax import layers
@@ -160,7 +161,7 @@ def bench_train(width: float, dtype: str, batch_size: int,
       width=width, dtype=dtype, batch_size=batch_size, learning_rate=0.01,
       steps_per_dispatch=steps_per_dispatch, log_every=10**9,
       level_norm=_LEVEL_NORM)
-  model = config_lib.model_from_config(config).clone(cpu_kernels=cpu_kernels)
+  model = models.from_config(config).clone(cpu_kernels=cpu_kernels)
   optimizer = steps.make_optimizer(0.01, 0.9, 25, 1000)
   seeds = list(range(models_side_by_side))
   stepper = training.Stepper(config, model, optimizer, config.augment,
@@ -203,7 +204,7 @@ def bench_embed(width: float, dtype: str, batch_size: int, repeats: int,
 
 
 def bench_retrieval(n_queries: int, n_candidates: int, repeats: int,
-                    dim: int = models.PAPER_OUT_DIM, k: int = 10) -> dict:
+                    dim: int = cca.PAPER_DIM, k: int = 10) -> dict:
   """Latency of ``retrieval.top_k`` on random unit vectors (host in, out).
 
   Returns:

@@ -66,6 +66,7 @@ from jax.scipy.linalg import solve_triangular
 
 HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_REG = 1e-3
+PAPER_DIM = 32    # h, the paper's correlation-space dimensionality
 
 
 def _compute_dtype(*arrays) -> jnp.dtype:

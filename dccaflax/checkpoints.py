@@ -228,7 +228,7 @@ def inference_target(config: config_lib.TrainConfig) -> dict:
   """An ``inference_tree`` of the structure ``config``'s model has (fresh
   variables, a zero projection): the restore target of the 'model' item."""
   variables = models.init_variables(jax.random.key(0),
-                                    config_lib.model_from_config(config))
+                                    models.from_config(config))
   k = config.out_dim
   zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
   projection = cca.Projection(mean_x=zeros(k), mean_y=zeros(k),

@@ -19,13 +19,10 @@ import dataclasses
 import typing
 from typing import Optional
 
-import jax.numpy as jnp
-
 from dccaflax import augment as augment_lib
 from dccaflax import cca
-from dccaflax import input_pipeline
 from dccaflax import level
-from dccaflax import models
+from dccaflax import sources
 
 
 def _setting(default, help_text: str, choices=None, required=False,
@@ -48,7 +45,7 @@ class TrainConfig:
   width: float = _setting(
       1.0, "Tower width multiplier: 1 = the paper's 16/32/64/64 feature maps, "
       '0.25 = 4/8/16/16.', architecture=True)
-  out_dim: int = _setting(models.PAPER_OUT_DIM, 'Correlation-space size h.',
+  out_dim: int = _setting(cca.PAPER_DIM, 'Correlation-space size h.',
                           architecture=True)
   dtype: str = _setting(
       'float32', 'Convolution compute dtype (BatchNorm and DCCA stay '
@@ -124,7 +121,7 @@ class TrainConfig:
     object.__setattr__(self, 'level_norm',
                        level.check_method(self.level_norm))
     object.__setattr__(self, 'collections', ','.join(
-        input_pipeline.parse_collections(self.collections)))
+        sources.parse_collections(self.collections)))
 
   def to_json(self) -> dict:
     """The flat view: every setting by its flag name (``aug_<name>``)."""
@@ -193,10 +190,3 @@ def renderings_arg(renderings: str):
   if renderings == 'all':
     return 'all'
   return [t.strip() for t in renderings.split(',') if t.strip()]
-
-
-def model_from_config(config: TrainConfig) -> models.DCCAModel:
-  """The towers a config describes."""
-  return models.create_model(width=config.width, out_dim=config.out_dim,
-                             dtype=jnp.dtype(config.dtype),
-                             level_norm=config.level_norm)

@@ -22,7 +22,7 @@ import numpy as np
 from dccaflax import batching
 from dccaflax import cca
 from dccaflax import checkpoints
-from dccaflax import config as config_lib
+from dccaflax import models
 from dccaflax import retrieval
 from dccaflax import snippets
 
@@ -68,7 +68,7 @@ def load(workdir: str | os.PathLike, which: str = 'best') -> Model:
   """
   config, variables, projection, epoch = checkpoints.restore_model(
       checkpoints.resolve(workdir), which)
-  return Model(module=config_lib.model_from_config(config),
+  return Model(module=models.from_config(config),
                variables=variables, projection=projection, config=config,
                epoch=epoch)
 

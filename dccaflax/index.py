@@ -20,23 +20,14 @@ File format (``.npz``, no pickles)::
   fingerprint  ()     str       ``model_fingerprint`` of the embedding model
   workdir      ()     str       the model's workdir (for messages only)
   collection   ()     str       the data source of the pairs
-                                (``input_pipeline.split_source``, e.g.
+                                (``sources.split_source``, e.g.
                                 'nottingham:verovio_leland': the same pairs
                                 with Verovio's snippets); an index written
                                 without it holds 'nottingham'
   version      ()     int       ``FORMAT_VERSION``
 
-A page index (``build_pages``; ``experiments.index --pages``) holds the
-sheet snippets of score pages a user has, without audio: ``piece`` is the
-page's file name, ``bar`` its system (1 = the top one), ``notehead_x`` the
-snippet's centre in the page's strip, ``onset_frame`` -1, ``audio_emb``
-zeros, ``split`` 'pages', ``data_dir`` the pages' folder, and one more
-array::
-
-  page_xy      (N, 2) float32   snippet centre on the page (x, and y of its
-                                system's middle line), px of the image
-
-It answers audio queries (audio -> sheet) only.
+A page index (``dccaflax.page_index``) holds the sheet snippets of score
+pages in the same format, with one more array, ``page_xy``.
 
 Size: 8k + 16 bytes per pair, e.g. about 9 MB for the ~30,000 pairs of the
 Nottingham test split at k = 32.
@@ -61,12 +52,12 @@ import numpy as np
 
 from dccaflax import batching
 from dccaflax import embedding
-from dccaflax import frontends
 from dccaflax import input_pipeline
 from dccaflax import level
 from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import snippets
+from dccaflax import sources
 
 FORMAT_VERSION = 1
 READ_CHUNK = 1024   # pairs read and embedded per step while building
@@ -126,8 +117,8 @@ class Index:
   data_dir: str
   fingerprint: str
   workdir: str = ''
-  page_xy: Optional[np.ndarray] = None    # a page index's (module doc)
-  collection: str = input_pipeline.NOTTINGHAM   # the pairs' data source
+  page_xy: Optional[np.ndarray] = None    # a page index's (page_index)
+  collection: str = sources.NOTTINGHAM   # the pairs' data source
 
   @property
   def is_pages(self) -> bool:
@@ -228,7 +219,7 @@ def search(queries, candidates: np.ndarray, k: int
 def build(model, data_dir: str, split: str = 'test',
           limit: Optional[int] = None, workdir: str = '',
           progress: Optional[Callable[[int, int, float], None]] = None,
-          collection: str = input_pipeline.NOTTINGHAM) -> Index:
+          collection: str = sources.NOTTINGHAM) -> Index:
   """Embeds every sheet snippet and audio excerpt of a split.
 
   Streams the ``pairs`` config in chunks of ``READ_CHUNK`` (memory stays
@@ -242,7 +233,7 @@ def build(model, data_dir: str, split: str = 'test',
     workdir: the model's workdir, recorded for messages.
     progress: called as ``progress(done, total, seconds)`` after each chunk.
     collection: whose pairs: a collection, optionally with an engraving
-      (``input_pipeline.split_source``; 'nottingham:verovio_leland' indexes
+      (``sources.split_source``; 'nottingham:verovio_leland' indexes
       the Nottingham pairs with Verovio's Leland snippets).
 
   Returns:
@@ -253,10 +244,9 @@ def build(model, data_dir: str, split: str = 'test',
     empty split.
   """
   data_dir = os.path.abspath(os.fspath(data_dir))
-  collection = input_pipeline.source_name(
-      *input_pipeline.split_source(collection))
+  collection = sources.source_name(*sources.split_source(collection))
   source = input_pipeline.data_source(
-      data_dir, input_pipeline.config_name('pairs', collection), split)
+      data_dir, sources.config_name('pairs', collection), split)
   n = len(source) if limit is None else min(int(limit), len(source))
   if n == 0:
     raise ValueError(f'split {split!r} of {data_dir} holds no pairs')
@@ -290,59 +280,6 @@ def build(model, data_dir: str, split: str = 'test',
                collection=collection)
 
 
-def build_pages(model, paths, step: int = frontends.PAGE_STEP,
-                workdir: str = '',
-                progress: Optional[Callable[[int, int, float], None]] = None
-                ) -> Index:
-  """A page index: the sheet snippets along every page's systems
-  (``frontends.page_snippets``), embedded.
-
-  Args:
-    model: ``dccaflax.Model``.
-    paths: page images, all in one folder (it is recorded, so figures can
-      re-cut the snippets).
-    step: px of strip between a page's snippets.
-    workdir: the model's workdir, recorded for messages.
-    progress: called as ``progress(pages_done, pages, seconds)``.
-
-  Raises:
-    frontends.QueryError: a page that cannot be read or has no staff;
-    ValueError: no page, pages in several folders or with one name twice.
-  """
-  paths = [os.path.abspath(os.fspath(p)) for p in paths]
-  if not paths:
-    raise ValueError('no page to index')
-  folders = sorted({os.path.dirname(p) for p in paths})
-  if len(folders) > 1:
-    raise ValueError(f'pages must be in one folder, got {folders}')
-  names = [os.path.basename(p) for p in paths]
-  twice = sorted({n for n in names if names.count(n) > 1})
-  if twice:
-    raise ValueError(f'pages named twice: {twice}')
-  parts, t0 = [], time.time()
-  for i, (path, name) in enumerate(sorted(zip(paths, names),
-                                          key=lambda pn: pn[1])):
-    page = frontends.page_snippets(path, step)
-    parts.append((name, page, embedding.embed_sheet(model, page.sheets)))
-    if progress is not None:
-      progress(i + 1, len(paths), time.time() - t0)
-  emb = np.concatenate([e for _, _, e in parts]).astype(np.float32)
-  n = emb.shape[0]
-  return Index(
-      sheet_emb=emb, audio_emb=np.zeros_like(emb),
-      piece=np.concatenate([[name] * len(p) for name, p, _ in parts]
-                           ).astype(str),
-      notehead_x=np.concatenate([p.strip_x for _, p, _ in parts]),
-      onset_frame=np.full(n, -1, np.int32),
-      bar=np.concatenate([p.system + 1 for _, p, _ in parts]).astype(
-          np.int32),
-      split='pages', data_dir=folders[0],
-      fingerprint=model_fingerprint(model),
-      workdir=os.path.abspath(os.fspath(workdir)) if workdir else '',
-      page_xy=np.concatenate([p.page_xy for _, p, _ in parts]).astype(
-          np.float32))
-
-
 def read_rows(index: Index, rows, data_dir: Optional[str] = None
               ) -> dict[str, np.ndarray]:
   """Re-reads indexed pairs from the prepared data (for figures).
@@ -357,14 +294,16 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
 
   Raises:
     FileNotFoundError: the data are gone; IndexFileError: the data no longer
-    match the index (a different preparation).
+    match the index (a different preparation); ValueError: a page index
+    (``page_index.read_rows`` re-cuts its snippets).
   """
   rows = [int(r) for r in np.asarray(rows).reshape(-1)]
   if index.is_pages:
-    return _read_page_rows(index, rows, data_dir)
+    raise ValueError('a page index holds no pairs: its snippets are re-cut '
+                     'from the pages by dccaflax.page_index.read_rows')
   source = input_pipeline.data_source(
       data_dir or index.data_dir,
-      input_pipeline.config_name('pairs', index.collection), index.split)
+      sources.config_name('pairs', index.collection), index.split)
   if len(source) < len(index):
     raise IndexFileError(f'{data_dir or index.data_dir} holds {len(source)} '
                          f'{index.split} pairs, the index {len(index)}: '
@@ -383,25 +322,6 @@ def read_rows(index: Index, rows, data_dir: Optional[str] = None
           (0, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), np.uint8),
       'spec': np.stack([ex['spec'] for ex in exs]) if exs else np.zeros(
           (0, snippets.SPEC_BINS, snippets.SPEC_FRAMES), np.float32)}
-
-
-def _read_page_rows(index: Index, rows, data_dir: Optional[str]):
-  """``read_rows`` of a page index: the snippets re-cut from the pages."""
-  strips = {}
-  sheets = []
-  for r in rows:
-    name = str(index.piece[r])
-    if name not in strips:
-      path = os.path.join(data_dir or index.data_dir, name)
-      try:
-        strips[name] = frontends.page_snippets(path).strip
-      except frontends.QueryError as e:
-        raise FileNotFoundError(str(e)) from e
-    sheets.append(snippets.sheet_snippet(strips[name], index.notehead_x[r]))
-  return {'sheet': np.stack(sheets) if sheets else np.zeros(
-      (0, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), np.uint8),
-          'spec': np.zeros((len(rows), snippets.SPEC_BINS,
-                            snippets.SPEC_FRAMES), np.float32)}
 
 
 # --------------------------------------------------------------------------

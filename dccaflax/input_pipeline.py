@@ -40,69 +40,9 @@ import numpy as np
 
 from dccaflax import pieceset
 from dccaflax import snippets
+from dccaflax import sources
 
 DATASET = 'nottingham_audio_sheet'
-NOTTINGHAM = 'nottingham'  # the paper's collection: configs 'pairs', 'pieces'
-
-
-LILYPOND = 'lilypond'      # the paper's engraving, every collection's default
-
-
-def split_source(name: str) -> tuple[str, str]:
-  """A data source, ``'<collection>'`` or ``'<collection>:<engraving>'``, as
-  ``(collection, engraving)``: ``'nottingham:verovio_leland'`` is the
-  Nottingham pieces engraved by Verovio in Leland, ``'oneills'`` O'Neill's
-  engraved by LilyPond (``data_prep.prepare --engravings``).
-
-  Raises:
-    ValueError: an empty part, or more than one ':'.
-  """
-  parts = name.strip().split(':')
-  if len(parts) > 2 or not all(p.strip() for p in parts):
-    raise ValueError(f"bad data source {name!r}: expected '<collection>' or "
-                     "'<collection>:<engraving>'")
-  return parts[0].strip(), (parts[1].strip() if len(parts) == 2 else LILYPOND)
-
-
-def source_name(collection: str, engraving: str = LILYPOND) -> str:
-  """The inverse of ``split_source``: the engraving named unless LilyPond."""
-  return collection if engraving == LILYPOND else f'{collection}:{engraving}'
-
-
-def config_name(kind: str, collection: str = NOTTINGHAM) -> str:
-  """The TFDS config of a data source's ``kind`` ('pairs' or 'pieces').
-
-  ``collection`` is a collection, optionally with an engraving
-  (``split_source``).  Nottingham's LilyPond configs are 'pairs' and
-  'pieces', another collection's '<collection>_<kind>', another engraving's
-  '[<collection>_]<engraving>_<kind>' (e.g. 'verovio_leland_pairs',
-  'oneills_verovio_leland_pieces').
-  """
-  if kind not in ('pairs', 'pieces'):
-    raise ValueError(f"kind must be 'pairs' or 'pieces', got {kind!r}")
-  coll, engraving = split_source(collection)
-  parts = ([] if coll == NOTTINGHAM else [coll]) + (
-      [] if engraving == LILYPOND else [engraving])
-  return '_'.join(parts + [kind])
-
-
-def parse_collections(collections: str | Sequence[str]) -> tuple[str, ...]:
-  """'nottingham,oneills:verovio_leipzig' (or a sequence) -> a tuple of
-  distinct data sources (``split_source``), LilyPond's unnamed.
-
-  Raises:
-    ValueError: none, a malformed one, or one named twice.
-  """
-  if isinstance(collections, str):
-    collections = collections.split(',')
-  names = tuple(source_name(*split_source(c)) for c in collections
-                if c.strip())
-  if not names:
-    raise ValueError('no collection named')
-  twice = sorted({c for c in names if names.count(c) > 1})
-  if twice:
-    raise ValueError(f'collections named twice: {twice}')
-  return names
 
 _READ_CHUNK = 1000  # examples per ``__getitems__`` call
 
@@ -164,7 +104,7 @@ def read_examples(source, n: int):
 
 
 def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
-               collection: str = NOTTINGHAM) -> dict[str, np.ndarray]:
+               collection: str = sources.NOTTINGHAM) -> dict[str, np.ndarray]:
   """The ``pairs`` config of a split as host arrays, in stored order.
 
   Stored order is (piece name, onset), so ``limit=16000`` gives the paper's
@@ -179,7 +119,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
     split: 'train', 'valid' or 'test'.
     limit: at most this many pairs (the first ones); None for all.
     collection: whose pairs, a collection or '<collection>:<engraving>'
-      (``config_name``); packs hold Nottingham's LilyPond pairs.
+      (``sources.config_name``); packs hold Nottingham's LilyPond pairs.
 
   Returns:
     dict of numpy arrays, N pairs:
@@ -190,11 +130,12 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
       'notehead_x': (N,) float32, px in the piece's strip;
       'bar': (N,) int32, 1-based bar number (pickup bar 0).
   """
-  collection = source_name(*split_source(collection))
-  if (collection == NOTTINGHAM
+  collection = sources.source_name(*sources.split_source(collection))
+  if (collection == sources.NOTTINGHAM
       and os.path.isfile(pieceset.pack_path(data_dir, split))):
     return _packed_pairs(data_dir, split, limit)
-  source = data_source(data_dir, config_name('pairs', collection), split)
+  source = data_source(data_dir, sources.config_name('pairs', collection),
+                       split)
   n = len(source) if limit is None else min(int(limit), len(source))
   out = {
       'sheet': np.empty((n, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH),
@@ -216,7 +157,7 @@ def load_pairs(data_dir: str, split: str, limit: Optional[int] = None,
 def load_pieces(data_dir: str, split: str,
                 max_pieces: Optional[int] = None,
                 renderings: Optional[str | Sequence[str]] = None,
-                collections: Sequence[str] = (NOTTINGHAM,)
+                collections: Sequence[str] = (sources.NOTTINGHAM,)
                 ) -> pieceset.PieceSet:
   """The ``pieces`` config of a split, concatenated (see ``PieceSet``).
 
@@ -234,18 +175,18 @@ def load_pieces(data_dir: str, split: str,
       'all' prepared renderings, or a list of their tags (every collection
       must have them).
     collections: whose pieces, concatenated in this order (each its own
-      split of its own ``config_name('pieces', c)``).
+      split of its own ``sources.config_name('pieces', c)``).
 
   Returns:
     ``PieceSet`` with 6-bit spectrogram codes.
   """
-  collections = parse_collections(collections)
-  if (collections == (NOTTINGHAM,)
+  collections = sources.parse_collections(collections)
+  if (collections == (sources.NOTTINGHAM,)
       and os.path.isfile(pieceset.pack_path(data_dir, split))):
     return _packed_pieces(data_dir, split, max_pieces, renderings)
   examples, where = [], []
   for collection in collections:
-    config = config_name('pieces', collection)
+    config = sources.config_name('pieces', collection)
     source = data_source(data_dir, config, split)
     n = len(source) if max_pieces is None else min(int(max_pieces),
                                                   len(source))

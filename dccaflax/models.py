@@ -43,12 +43,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dccaflax import cca
 from dccaflax import layers
 from dccaflax import level
 from dccaflax import snippets
 
 PAPER_WIDTHS = (16, 32, 64, 64)   # feature maps of the four conv blocks
-PAPER_OUT_DIM = 32                # h, the correlation-space dimensionality
 PAPER_BN_MOMENTUM = 0.9           # Lasagne BatchNormLayer alpha = 0.1
 PAPER_BN_EPSILON = 1e-4           # Lasagne BatchNormLayer epsilon
 
@@ -105,7 +105,7 @@ class Tower(nn.Module):
       backend (None); the same maths either way.
   """
   widths: Sequence[int] = PAPER_WIDTHS
-  out_dim: int = PAPER_OUT_DIM
+  out_dim: int = cca.PAPER_DIM
   dtype: Any = jnp.float32
   bn_momentum: float = PAPER_BN_MOMENTUM
   bn_epsilon: float = PAPER_BN_EPSILON
@@ -178,7 +178,7 @@ class DCCAModel(nn.Module):
     cpu_kernels: ``Tower.cpu_kernels`` (None: by the default backend).
   """
   widths: Sequence[int] = PAPER_WIDTHS
-  out_dim: int = PAPER_OUT_DIM
+  out_dim: int = cca.PAPER_DIM
   dtype: Any = jnp.float32
   bn_momentum: float = PAPER_BN_MOMENTUM
   axis_name: Optional[str] = None
@@ -227,7 +227,7 @@ def scaled_widths(width: float, base: Sequence[int] = PAPER_WIDTHS
   return tuple(max(1, int(round(w * width))) for w in base)
 
 
-def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
+def create_model(width: float = 1.0, out_dim: int = cca.PAPER_DIM,
                  dtype: Any = jnp.float32,
                  axis_name: Optional[str] = None,
                  bn_momentum: float = PAPER_BN_MOMENTUM,
@@ -249,6 +249,15 @@ def create_model(width: float = 1.0, out_dim: int = PAPER_OUT_DIM,
   return DCCAModel(widths=scaled_widths(width), out_dim=out_dim, dtype=dtype,
                    bn_momentum=bn_momentum, axis_name=axis_name,
                    level_norm=level.check_method(level_norm))
+
+
+def from_config(config) -> DCCAModel:
+  """The towers a run's settings describe: anything with ``width``,
+  ``out_dim``, ``dtype`` (a name, e.g. 'bfloat16') and ``level_norm``, as a
+  ``dccaflax.config.TrainConfig`` has."""
+  return create_model(width=config.width, out_dim=config.out_dim,
+                      dtype=jnp.dtype(config.dtype),
+                      level_norm=config.level_norm)
 
 
 @functools.partial(jax.jit, static_argnames=('model',))

@@ -52,6 +52,7 @@ from dccaflax import checkpoints
 from dccaflax import config as config_lib
 from dccaflax import validation
 from dccaflax import input_pipeline
+from dccaflax import models
 from dccaflax import pieceset
 from dccaflax import presentation
 from dccaflax import sharding
@@ -119,7 +120,7 @@ def train_side_by_side(config: config_lib.TrainConfig,
            else sharding.Placement(None, None, None))
   train_arrays = place.replicated(train_set.arrays)
   val_arrays = place.replicated(val_set.arrays)
-  model = config_lib.model_from_config(config)
+  model = models.from_config(config)
   optimizer = steps_lib.make_optimizer(config.learning_rate, config.momentum,
                                        config.lr_halve_every, steps_per_epoch)
   runs = [_Run(dataclasses.replace(config, seed=s), w, model, optimizer,

@@ -20,6 +20,7 @@ from dccaflax import audio
 from dccaflax import frontends
 from dccaflax import identify
 from dccaflax import index as index_lib
+from dccaflax import page_index
 from dccaflax import presentation
 from dccaflax import ranking as ranking_lib
 from dccaflax import snippets
@@ -166,7 +167,9 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
   if figure_path:
     rows = [r.row for r in ranking.results]
     try:
-      data = index_lib.read_rows(
+      read_rows = (page_index.read_rows if idx.is_pages
+                   else index_lib.read_rows)
+      data = read_rows(
           idx, rows + ([ranking.true_row] if query_img is None else []),
           data_dir)
     except (FileNotFoundError, ValueError) as e:

@@ -52,6 +52,7 @@ from dccaflax import checkpoints
 from dccaflax import identify
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import sources
 from dccaflax.evaluators import collections as collections_lib
 from dccaflax.evaluators import identification
 from dccaflax.evaluators import level as level_lib
@@ -216,15 +217,15 @@ def level(run: Run) -> None:
                                                f'{level_lib.NAME}.png'))
 
 
-def prepared(data_dir: str, engraving: str = input_pipeline.LILYPOND
+def prepared(data_dir: str, engraving: str = sources.LILYPOND
              ) -> list[str]:
   """The collections whose ``pairs`` config in ``engraving`` is prepared in
   ``data_dir``."""
   out = []
   for c in source.COLLECTIONS:
     try:
-      input_pipeline.config_dir(data_dir, input_pipeline.config_name(
-          'pairs', input_pipeline.source_name(c, engraving)))
+      input_pipeline.config_dir(data_dir, sources.config_name(
+          'pairs', sources.source_name(c, engraving)))
     except FileNotFoundError:
       continue
     out.append(c)
@@ -232,7 +233,7 @@ def prepared(data_dir: str, engraving: str = input_pipeline.LILYPOND
 
 
 def collections(run: Run) -> None:
-  engravings = _ENGRAVINGS.value or [input_pipeline.LILYPOND]
+  engravings = _ENGRAVINGS.value or [sources.LILYPOND]
   names = _COLLECTIONS.value or prepared(run.data_dir, engravings[0])
   if not names:
     raise EvalError(f'no collection is prepared in {run.data_dir}; run '
@@ -252,12 +253,12 @@ def collections(run: Run) -> None:
   if _SHEET_SCALES.value:
     scales = _floats(_SHEET_SCALES.value, 'sheet_scales',
                      lambda v: 0.5 <= v <= 2.0, 'in [0.5, 2]')
-  sources = [input_pipeline.source_name(c, e) for c in names
-             for e in engravings]
-  stem = ('collections_eval' if engravings == [input_pipeline.LILYPOND]
+  data_sources = [sources.source_name(c, e) for c in names
+                  for e in engravings]
+  stem = ('collections_eval' if engravings == [sources.LILYPOND]
           else 'engravings_eval') + ('_scales' if scales else '')
   rows_per_model = collections_lib.run(
-      run.models, run.data_dir, sources, _SPLIT.value, _LIMIT.value,
+      run.models, run.data_dir, data_sources, _SPLIT.value, _LIMIT.value,
       logging.info, sheet_scales=scales)
   for workdir, model, rows in zip(run.workdirs, run.models, rows_per_model):
     cfg = model.config
@@ -348,13 +349,13 @@ def check_flags(evals) -> None:
 
 def robust(run: Run) -> None:
   conditions = _conditions()
-  for engraving in _ENGRAVINGS.value or [input_pipeline.LILYPOND]:
+  for engraving in _ENGRAVINGS.value or [sources.LILYPOND]:
     try:
-      collection = input_pipeline.source_name(*input_pipeline.split_source(
-          f'{input_pipeline.NOTTINGHAM}:{engraving}'))
+      collection = sources.source_name(*sources.split_source(
+          f'{sources.NOTTINGHAM}:{engraving}'))
     except ValueError as e:
       raise EvalError(f'--engravings: {e}') from e
-    stem = (robust_lib.NAME if engraving == input_pipeline.LILYPOND
+    stem = (robust_lib.NAME if engraving == sources.LILYPOND
             else f'{robust_lib.NAME}_{engraving}')
     for workdir, model in zip(run.workdirs, run.models):
       midi_dir = _midi_dir(workdir)
@@ -370,7 +371,7 @@ def identify_(run: Run) -> None:
   soundfont = heldout.eval_soundfont(_SOUNDFONT.value)
   for workdir, model in zip(run.workdirs, run.models):
     midi_dir = _midi_dir(workdir)
-    index = _index(run, workdir, model, input_pipeline.NOTTINGHAM)
+    index = _index(run, workdir, model, sources.NOTTINGHAM)
     result = heldout.identification_eval(model, index, midi_dir, soundfont,
                                          tempos, **_settings())
     run.write(workdir, model, identification.NAME, identification.markdown(

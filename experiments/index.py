@@ -33,6 +33,8 @@ from dccaflax import api
 from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import page_index
+from dccaflax import sources
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Trained model: a workdir, '
                                'or the name of a shipped model (models/).',
@@ -63,7 +65,7 @@ def main(argv):
       sys.exit(f'error: --pages: {e}')
   else:
     try:
-      config = input_pipeline.config_name('pairs', _COLLECTION.value)
+      config = sources.config_name('pairs', _COLLECTION.value)
       if _DATA_DIR.value:
         input_pipeline.config_dir(_DATA_DIR.value, config)
     except (FileNotFoundError, ValueError) as e:
@@ -121,9 +123,8 @@ def _index_pages(model, pages):
     print(f'\rindexed {done}/{total} pages ({seconds:.0f} s)',
           end='\n' if done == total else '', file=sys.stderr, flush=True)
   try:
-    index = index_lib.build_pages(model, pages,
-                                  _PAGE_STEP.value, workdir=_WORKDIR.value,
-                                  progress=progress)
+    index = page_index.build(model, pages, _PAGE_STEP.value,
+                             workdir=_WORKDIR.value, progress=progress)
     path = index_lib.save(index, _OUT.value)
   except (ValueError, frontends.QueryError) as e:
     sys.exit(f'error: {e}')

@@ -206,6 +206,21 @@ def trained_workdir(tmp_path_factory, synthetic_data):
   return workdir
 
 
+def restore_last_state(workdir):
+  """The train state and meta of a workdir's last checkpoint."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dccaflax import checkpoints  # pylint: disable=g-import-not-at-top
+  from dccaflax import models  # pylint: disable=g-import-not-at-top
+  from dccaflax import steps  # pylint: disable=g-import-not-at-top
+  config = checkpoints.read_config(str(workdir))
+  model = models.from_config(config)
+  state = steps.create_train_state(
+      jax.random.key(0), model, steps.make_optimizer())
+  restored = checkpoints.restore_checkpoint(
+      os.path.join(workdir, checkpoints.LAST_DIR), state, None)
+  return restored['state'], restored['meta']
+
+
 # --------------------------------------------------------------------------
 # Real pieces and a tiny model that has seen them (index, query, identify and
 # notebook tests).  The first 3 Nottingham test pieces are prepared as the

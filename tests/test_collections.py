@@ -12,6 +12,7 @@ from data_prep import pipeline
 from data_prep import source
 from dccaflax import config as config_lib
 from dccaflax import input_pipeline
+from dccaflax import sources
 from dccaflax.evaluators import collections as collections_lib
 from tests.test_index import run_cli
 
@@ -58,8 +59,8 @@ def test_collection_names_are_checked(two_collections):
   with pytest.raises(FileNotFoundError, match='oneills_pieces'):
     input_pipeline.load_pieces(two_collections, 'test',
                                collections=('oneills',))
-  assert input_pipeline.config_name('pairs', 'oneills') == 'oneills_pairs'
-  assert input_pipeline.config_name('pieces') == 'pieces'
+  assert sources.config_name('pairs', 'oneills') == 'oneills_pairs'
+  assert sources.config_name('pieces') == 'pieces'
 
 
 def test_px_per_frame_is_each_pieces_slope():

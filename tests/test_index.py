@@ -13,6 +13,7 @@ import pytest
 import dccaflax
 from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import sources
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -137,7 +138,7 @@ def test_index_of_another_engraving(tmp_path, real_model, real_index,
   assert 'nottingham:verovio_leland' in log
   leland, lily = index_lib.load(out), index_lib.load(real_index)
   assert leland.collection == 'nottingham:verovio_leland'
-  assert lily.collection == input_pipeline.NOTTINGHAM
+  assert lily.collection == sources.NOTTINGHAM
   np.testing.assert_array_equal(leland.onset_frame, lily.onset_frame[:300])
   np.testing.assert_allclose(leland.audio_emb, lily.audio_emb[:300],
                              atol=1e-5)

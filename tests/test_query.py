@@ -7,7 +7,9 @@ import soundfile
 import dccaflax
 from dccaflax import audio
 from dccaflax import frontends
+from dccaflax import index as index_lib
 from dccaflax import input_pipeline
+from dccaflax import page_index
 from dccaflax import presentation
 from dccaflax import ranking as ranking_lib
 from dccaflax import snippets
@@ -250,8 +252,8 @@ def test_a_page_queries_the_audio(real_midi, real_model, real_index, tmp_path):
                       sheet=pages['lilypond'], figure_path=str(tmp_path / 'f.png'))
 
 
-def test_a_page_index_answers_audio(real_midi, real_model, recordings,
-                                    tmp_path):
+def test_a_page_index_answers_audio(real_midi, real_model, real_index,
+                                    recordings, tmp_path):
   """Pages indexed as they are (experiments.index --pages); an audio query
   finds its page, system and place, and a figure re-cuts the snippets."""
   from data_prep import melody  # pylint: disable=g-import-not-at-top
@@ -275,6 +277,15 @@ def test_a_page_index_answers_audio(real_midi, real_model, recordings,
   text = '\n'.join(printed)
   assert '(pages split)' in text and 'system' in text, text
   assert (tmp_path / 'fig.png').stat().st_size > 10000
+  # Each kind of index has its reader, and each refuses the other kind.
+  page = index_lib.load(out)
+  cut = page_index.read_rows(page, [0, len(page) - 1])
+  assert cut['sheet'].shape == (2, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH)
+  assert not np.any(cut['spec'])
+  with pytest.raises(ValueError, match='page_index.read_rows'):
+    index_lib.read_rows(page, [0])
+  with pytest.raises(ValueError, match='not a page index'):
+    page_index.read_rows(index_lib.load(real_index), [0])
   # the recording's own page leads the top 10, in the median over spans
   # through the piece (as its snippets do in the pairs index:
   # test_audio_to_sheet_on_a_real_synthesized_piece)

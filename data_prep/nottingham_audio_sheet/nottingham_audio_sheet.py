@@ -13,7 +13,7 @@ features, its own train/valid/test split (``data_prep.source.COLLECTIONS``):
 are the tune books converted from the music21 corpus
 (``data_prep.convert_tunebooks``).  Training can draw from any mix of the
 ``*pieces`` configs, and evaluation names a collection
-(``dccaflax.input_pipeline.config_name``).
+(``dccaflax.sources.config_name``).
 
 Kinds of config:
   * ``pairs``: one example per onset, the paper's packaging: a 40x100 sheet
@@ -71,8 +71,8 @@ from data_prep import pipeline
 from data_prep import source
 from data_prep import synth
 from dccaflax import audio
-from dccaflax import input_pipeline
 from dccaflax import snippets
+from dccaflax import sources
 
 _Z = dict(encoding=tfds.features.Encoding.ZLIB)
 MEM_BUFFER_BYTES = 8 << 30  # see _download_and_prepare
@@ -232,8 +232,8 @@ class NottinghamAudioSheet(tfds.core.GeneratorBasedBuilder):
   }
   BUILDER_CONFIGS = [
       AudioSheetConfig(
-          name=input_pipeline.config_name(
-              kind, input_pipeline.source_name(collection, engraving)),
+          name=sources.config_name(
+              kind, sources.source_name(collection, engraving)),
           collection=collection, kind=kind, engraving=engraving,
           description=f'{collection}, {engraving}: ' + KIND_DESCRIPTIONS[kind])
       for collection in source.COLLECTIONS

@@ -3,7 +3,7 @@
 The paper's protocol (``paper``: the first ``limit`` pairs of a split, all
 of them candidates, both directions) on each data source's split: a
 collection (``nottingham``, ``airds``, ...) in an engraving
-(``input_pipeline.source_name``: ``nottingham:verovio_leland``).  Beside
+(``dccaflax.sources.source_name``: ``nottingham:verovio_leland``).  Beside
 each row, the source's engraving speed against its audio, px of strip per
 audio frame (``px_per_frame``: a 100-px sheet window holds less music where
 it is larger).  Optionally a search over horizontal scales of the sheet
@@ -104,7 +104,7 @@ def run(models: Sequence[embedding.Model], data_dir: str,
   Args:
     models: loaded models (e.g. seeds); each collection is read once.
     data_dir: prepared data holding each collection's ``pairs`` config
-      (``input_pipeline.config_name``; its ``pieces`` config with
+      (``dccaflax.sources.config_name``; its ``pieces`` config with
       ``sheet_scales``).
     collections: which, in table order.
     split: whose pairs (each collection has its own).

@@ -29,9 +29,9 @@ import numpy as np
 from dccaflax import audio
 from dccaflax import embedding
 from dccaflax import identify
-from dccaflax import input_pipeline
 from dccaflax import retrieval
 from dccaflax import snippets
+from dccaflax import sources
 from dccaflax.evaluators import identification
 
 NAME = 'robust_eval'      # its files: robust_eval[_<engraving>].md, .json
@@ -136,8 +136,8 @@ def markdown(result: dict, title: str = 'Robustness') -> str:
       'soundfont' (the held-out one's path, or a list of paths) and 'seed'.
     title: the table's heading.
   """
-  _, engraving = input_pipeline.split_source(
-      result.get('collection', input_pipeline.NOTTINGHAM))
+  _, engraving = sources.split_source(
+      result.get('collection', sources.NOTTINGHAM))
   lines = [f'### {title}', '',
            f'Test split ({engraving}\'s sheet snippets): the first '
            f'{result["n_pairs"]:,} pairs (snippets, '
