@@ -21,6 +21,15 @@ def _pyplot():
   return plt
 
 
+def _save(plt, fig, path: str, title: str) -> None:
+  """Titles, lays out, writes (PNG, 100 dpi) and closes a figure."""
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def plot_history(history, path: str, title: str = '') -> None:
   """Training curve: loss (left) and validation R@10 (right) vs epoch, PNG.
 
@@ -56,11 +65,7 @@ def plot_history(history, path: str, title: str = '') -> None:
   ax2.set_ylim(0, 100)
   ax2.legend(fontsize=7)
   ax2.grid(alpha=0.3)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(plt, fig, path, title)
 
 
 def learning_curves(histories: dict, batch_size: int) -> dict:
@@ -106,11 +111,7 @@ def plot_learning_curves(curves: dict, path: str, title: str = '',
   for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _save(plt, fig, path, title)
 
 
 def format_learning_curves(curves: dict) -> str:
