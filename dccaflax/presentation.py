@@ -105,9 +105,9 @@ def plot_learning_curves(curves: dict, path: str, title: str = '',
     for ax, x in zip(axes, (c['pairs'] / 1000, c['hours'])):
       ax.plot(x, c['a2s'], 'o-', color=f'C{n}', label=label)
   axes[0].set_xlabel('training pairs seen (thousands)')
-  axes[1].set_xlabel('training hours (2 CPU cores)')
-  axes[0].set_ylabel('validation R@10, audio -> sheet (%)' + (
-      f', {n_val} candidates' if n_val else ''))
+  axes[1].set_xlabel('training hours, as the runs measured them')
+  axes[0].set_ylabel('val. R@10, audio -> sheet (%)' + (
+      f'\n{n_val} candidates' if n_val else ''))
   for ax in axes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

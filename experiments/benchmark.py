@@ -108,7 +108,7 @@ def main(argv):
                     repeats=_REPEATS.value,
                     models_side_by_side=[int(m) for m in _MODELS.value],
                     dtypes=_DTYPES.value)
-  if _QUICK.value and _WIDTH.present:
+  if (_QUICK.value or _CPU.value) and _WIDTH.present:   # a preset at W
     settings['width'] = _WIDTH.value
   result = benchmark.run_all(train_pairs=_TRAIN_PAIRS.value,
                              renderings=_RENDERINGS.value,
