@@ -122,7 +122,10 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
   # a workdir (a shipped model) names no folder of the machine it ran on.
   new['data_dir'] = portable_path(new['data_dir'])
   if os.path.exists(path):
-    arch_old = config_lib.architecture(read_config(workdir))
+    with open(path) as f:
+      # as the run is read back: a setting added since has its default
+      stored = config_lib.TrainConfig.from_json(json.load(f))
+    arch_old = config_lib.architecture(stored)
     arch_new = config_lib.architecture(config)
     fixed = {k: (arch_old[k], v) for k, v in arch_new.items()
              if arch_old[k] != v}
@@ -135,9 +138,7 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
           ' would serve its weights under another architecture. Resume with '
           'the stored values (drop those flags), or train into a new '
           '--workdir.')
-    with open(path) as f:
-      # as the run is read back: a setting added since has its default
-      old = config_lib.TrainConfig.from_json(json.load(f)).to_json()
+    old = stored.to_json()
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if changed:
       logging.warning('resuming %s with changed settings (old, new): %s',
