@@ -269,3 +269,113 @@ def max_pool(x: jax.Array, cpu_kernels: Optional[bool] = None) -> jax.Array:
   if use_cpu_kernels(cpu_kernels):
     return _max_pool(x)
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+
+
+# --------------------------------------------------------------------------
+# BatchNorm + ELU
+# --------------------------------------------------------------------------
+
+
+def _bn_elu_fwd(x, scale, bias, epsilon):
+  """Float32 ``(B, H, W, C)``: batch statistics, normalisation and ELU in
+  two passes over ``x`` (one reduction, one elementwise fusion)."""
+  c = x.shape[-1]
+  n = x.size // c
+  x2 = x.reshape(-1, c)
+  mean = jnp.sum(x2, 0) / n
+  # flax's fast variance: E[x^2] - E[x]^2 in float32, clipped at 0.
+  var = jnp.maximum(jnp.sum(x2 * x2, 0) / n - mean * mean, 0.)
+  r = jax.lax.rsqrt(var + epsilon)
+  z = (x - mean) * (r * scale) + bias
+  y = jnp.where(z > 0, z, jnp.expm1(z))
+  return (y, mean, var), (x, y, mean, r, scale, bias)
+
+
+def _bn_elu_bwd(epsilon, res, g):
+  """The gradient in two passes: the per-channel sums of ``dz`` and
+  ``dz * xhat``, then one elementwise fusion for ``dx``."""
+  del epsilon
+  x, y, mean, r, scale, bias = res
+  dy, dmean, dvar = g
+  c = x.shape[-1]
+  n = x.size // c
+  xhat = (x - mean) * r
+  dz = jnp.where(xhat * scale + bias > 0, dy, dy * (y + 1))  # elu' = y + 1
+  dz2, xhat2 = dz.reshape(-1, c), xhat.reshape(-1, c)
+  sdz = jnp.sum(dz2, 0)
+  sdzx = jnp.sum(dz2 * xhat2, 0)
+  dx = (scale * r) * (dz - sdz / n - xhat * (sdzx / n))
+  # The statistics are outputs too (zero cotangents in training, where
+  # they only feed the running averages; exact if anything uses them).
+  dx = dx + dmean / n + dvar * (2. / n) * (x - mean)
+  return dx, sdzx, sdz
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def bn_elu(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """ELU of a training-mode BatchNorm over all axes but the last.
+
+  Args:
+    x: ``(..., C)`` float32.
+    scale, bias: ``(C,)`` float32.
+    epsilon: added to the variance.
+
+  Returns:
+    ``(y, mean, var)``: ``y = elu((x - mean) / sqrt(var + epsilon) * scale
+    + bias)`` in float32, and the batch mean and biased variance ``(C,)``
+    (``flax.linen.BatchNorm``'s statistics, ``use_fast_variance``).  The
+    gradient is the closed form of BatchNorm's, so XLA:CPU makes two passes
+    forward and two backward instead of autodiff's chain of reductions and
+    broadcasts (``docs/cpu_training.md``).
+  """
+  return _bn_elu_fwd(x, scale, bias, epsilon)[0]
+
+
+bn_elu.defvjp(_bn_elu_fwd, _bn_elu_bwd)
+
+
+class BatchNorm(nn.BatchNorm):
+  """``flax.linen.BatchNorm``, optionally followed by an ELU, fused on XLA:CPU.
+
+  The same variables as flax's (``params``: ``scale``, ``bias``;
+  ``batch_stats``: ``mean``, ``var``) under the same automatic names
+  (``BatchNorm_0``, ...), so checkpoints load either way.  With ``elu``,
+  in training mode, over the last axis, without a cross-device
+  ``axis_name``, and where ``use_cpu_kernels(cpu_kernels)``, the output is
+  ``bn_elu`` computed in float32 (whatever ``dtype`` asks: the towers'
+  BatchNorms are float32); otherwise flax's BatchNorm, then ``nn.elu``.
+
+  Attributes (besides flax's):
+    elu: apply an ELU to the output.
+    cpu_kernels: as ``conv``.
+  """
+  elu: bool = False
+  cpu_kernels: Optional[bool] = None
+
+  @nn.compact
+  def __call__(self, x, use_running_average: Optional[bool] = None, *,
+               mask=None):
+    use_ra = nn.merge_param('use_running_average', self.use_running_average,
+                            use_running_average)
+    fused = (self.elu and not use_ra and mask is None
+             and self.axis_name is None and self.axis in (-1, x.ndim - 1)
+             and self.use_scale and self.use_bias
+             and use_cpu_kernels(self.cpu_kernels))
+    if not fused:
+      y = super().__call__(x, use_running_average, mask=mask)
+      return nn.elu(y) if self.elu else y
+    c = x.shape[-1]
+    ra_mean = self.variable('batch_stats', 'mean',
+                            lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable('batch_stats', 'var',
+                           lambda s: jnp.ones(s, jnp.float32), (c,))
+    scale = self.param('scale', self.scale_init, (c,), self.param_dtype)
+    bias = self.param('bias', self.bias_init, (c,), self.param_dtype)
+    y, mean, var = bn_elu(x.astype(jnp.float32), scale.astype(jnp.float32),
+                          bias.astype(jnp.float32), self.epsilon)
+    if not self.is_initializing():
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+      ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var)
+    return y

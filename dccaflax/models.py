@@ -100,9 +100,10 @@ class Tower(nn.Module):
       (``normalize_spec``) or None (cast to float32 only).
     level_norm: for ``'audio'``: each excerpt to the reference level by
       this ``dccaflax.level`` method (``'none'``: the paper's input).
-    cpu_kernels: convolutions and max pooling as ``dccaflax.layers``
-      writes them for XLA:CPU (True), XLA's own (False), or by the default
-      backend (None); the same maths either way.
+    cpu_kernels: convolutions, max pooling and BatchNorm + ELU as
+      ``dccaflax.layers`` writes them for XLA:CPU (True), XLA's and flax's
+      own (False), or by the default backend (None); the same maths either
+      way.
   """
   widths: Sequence[int] = PAPER_WIDTHS
   out_dim: int = cca.PAPER_DIM
@@ -114,12 +115,14 @@ class Tower(nn.Module):
   level_norm: str = level.NONE
   cpu_kernels: Optional[bool] = None
 
-  def _bn(self, train: bool) -> nn.BatchNorm:
-    """Float32 BatchNorm (statistics, scale/bias and output)."""
-    return nn.BatchNorm(use_running_average=not train,
-                        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                        dtype=jnp.float32, param_dtype=jnp.float32,
-                        axis_name=self.axis_name)
+  def _bn(self, train: bool, elu: bool) -> nn.BatchNorm:
+    """Float32 BatchNorm (statistics, scale/bias and output), then an ELU
+    if ``elu`` (fused on XLA:CPU, ``layers.BatchNorm``)."""
+    return layers.BatchNorm(use_running_average=not train,
+                            momentum=self.bn_momentum,
+                            epsilon=self.bn_epsilon, dtype=jnp.float32,
+                            param_dtype=jnp.float32, axis_name=self.axis_name,
+                            elu=elu, cpu_kernels=self.cpu_kernels)
 
   def _conv(self, features: int, size: int) -> nn.Conv:
     """Bias-free conv (a BatchNorm follows) computing in ``self.dtype``."""
@@ -154,10 +157,10 @@ class Tower(nn.Module):
     for features in self.widths:
       for _ in range(2):
         x = self._conv(features, 3)(x)
-        x = nn.elu(self._bn(train)(x)).astype(self.dtype)
+        x = self._bn(train, elu=True)(x).astype(self.dtype)
       x = layers.max_pool(x, self.cpu_kernels)
     x = self._conv(self.out_dim, 1)(x)
-    x = self._bn(train)(x)                             # float32, LINEAR
+    x = self._bn(train, elu=False)(x)                  # float32, LINEAR
     return jnp.mean(x, axis=(1, 2))                    # (N, out_dim)
 
 

@@ -74,6 +74,60 @@ def test_max_pool_equals_flax_with_ties(shape):
   assert int(jnp.sum(vjp1(jnp.ones_like(dy))[0] != 0)) == dy.size
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batchnorm_elu_equals_flax(dtype):
+  """The fused BatchNorm + ELU has flax's variables, output, running
+  averages and gradients (input, scale, bias) to float rounding."""
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(0.5, 2.0, (6, 9, 7, 5)), dtype)
+  w = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  kw = dict(use_running_average=False, momentum=0.9, epsilon=1e-4,
+            dtype=jnp.float32)
+  stock = nn.BatchNorm(**kw)
+  fused = layers.BatchNorm(elu=True, cpu_kernels=True, **kw)
+  variables = stock.init(jax.random.key(0), x)
+  assert (jax.tree.structure(fused.init(jax.random.key(0), x))
+          == jax.tree.structure(variables))
+  params = {'scale': jnp.linspace(0.5, 1.5, 5),
+            'bias': jnp.linspace(-0.2, 0.2, 5)}
+  stats = {'mean': jnp.linspace(-1, 1, 5), 'var': jnp.linspace(1, 2, 5)}
+
+  def run(module, act):
+    def loss(params, x):
+      y, upd = module.apply({'params': params, 'batch_stats': stats}, x,
+                            mutable=['batch_stats'])
+      return jnp.sum(act(y) * w), (act(y), upd['batch_stats'])
+    return jax.value_and_grad(loss, (0, 1), has_aux=True)(params, x)
+
+  (l0, (y0, s0)), g0 = run(stock, nn.elu)
+  (l1, (y1, s1)), g1 = run(fused, lambda y: y)
+  assert y1.dtype == jnp.float32
+  assert _rel(l1, l0) < 1e-5
+  assert _rel(y1, y0) < 1e-5
+  for k in ('mean', 'var'):
+    assert _rel(s1[k], s0[k]) < 1e-5, k
+  tol = 1e-4 if dtype == jnp.float32 else 1e-2   # dx rounds to bfloat16
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    assert _rel(a, b) < tol
+
+
+def test_bn_elu_statistics_are_differentiable():
+  """``bn_elu``'s mean and variance outputs carry their own gradients."""
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(4, 3, 2)),
+                  jnp.float32)
+  s, b = jnp.ones(2), jnp.zeros(2)
+
+  def ref(x):
+    mean = jnp.mean(x, (0, 1))
+    return jnp.sum(mean ** 2) + jnp.sum(jnp.var(x, (0, 1)) * jnp.arange(2.))
+
+  def fused(x):
+    _, mean, var = layers.bn_elu(x, s, b, 1e-4)
+    return jnp.sum(mean ** 2) + jnp.sum(var * jnp.arange(2.))
+
+  assert _rel(jax.grad(fused)(x), jax.grad(ref)(x)) < 1e-5
+
+
 def test_step_gradients_equal_the_stock_step():
   """The loss and every gradient of the DCCA step with the CPU layers equal
   those of XLA's layers to float rounding (sheets with blank paper, where
