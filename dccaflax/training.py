@@ -362,7 +362,7 @@ class _Run:
     if checkpoints.latest_epoch(last_dir) is not None:
       restored = checkpoints.restore_checkpoint(last_dir, state, None)
       self.state, meta = restored['state'], restored['meta']
-      self.epoch, self.best = int(meta['epoch']), float(meta['best'])
+      self.epoch, self.best = int(meta['epoch']), self._best_so_far(meta)
       logging.info('resumed from %s: epoch %d, step %d', last_dir,
                    self.epoch, int(self.state.step))
     self.history = (checkpoints.read_history(workdir, self.epoch)
@@ -370,6 +370,23 @@ class _Run:
     self.schedule = steps_lib.lr_schedule(
         config.learning_rate, config.lr_halve_every, steps_per_epoch)
     self.writer = _summary_writer(workdir, self.epoch) if self.chief else None
+
+  def _best_so_far(self, meta: dict) -> float:
+    """The ``validation.BEST_METRIC`` to beat on resume: the stored one, or,
+    where the best checkpoint was chosen by another metric (an older
+    workdir), that checkpoint's value of this one, so ``best/`` is only
+    replaced by an epoch that beats it."""
+    if meta.get('best_metric') == validation.BEST_METRIC:
+      return float(meta['best'])
+    best_dir = os.path.join(self.workdir, checkpoints.BEST_DIR)
+    if checkpoints.latest_epoch(best_dir) is None:
+      return -np.inf
+    row = checkpoints.restore_checkpoint(best_dir, None, None)['meta']
+    value = validation.best_metric(row['metrics'])
+    logging.info('best checkpoint (epoch %d) chosen by %s; by %s it is %.4f',
+                 int(row['epoch']), meta.get('best_metric', 'val/R@10'),
+                 validation.BEST_METRIC, value)
+    return value
 
   def evaluate(self, epoch: int, state, losses: list, train_s: float,
                validate) -> None:
@@ -388,7 +405,7 @@ class _Run:
     improved = row[validation.BEST_METRIC] > self.best
     self.best = max(self.best, row[validation.BEST_METRIC])
     meta = {'epoch': epoch, 'step': int(state.step), 'best': self.best,
-            'metrics': row}
+            'best_metric': validation.BEST_METRIC, 'metrics': row}
     if improved:
       checkpoints.save_checkpoint(
           os.path.join(self.workdir, checkpoints.BEST_DIR), epoch, state,

@@ -5,6 +5,7 @@ devices) are tested in test_steps.py."""
 
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -205,3 +206,38 @@ def test_time_budget_ends_with_an_evaluated_checkpoint(synthetic_data,
     assert [json.loads(line)['epoch'] for line in f] == [1]
   state, meta = restore_last_state(workdir)
   assert meta['epoch'] == 1 and int(state.step) == 8
+
+
+def _set_last_meta(workdir, **changes):
+  """Edits the JSON meta of the workdir's last checkpoint."""
+  last = workdir / checkpoints.LAST_DIR
+  path = last / str(checkpoints.latest_epoch(str(last))) / 'meta' / 'metadata'
+  meta = json.loads(path.read_text())
+  meta.update(changes)
+  meta = {k: v for k, v in meta.items() if v is not None}
+  path.write_text(json.dumps(meta))
+
+
+def test_resume_of_a_workdir_whose_best_was_chosen_by_another_metric(
+    tmp_path):
+  """A workdir whose best checkpoint was chosen by the mean R@10 (before
+  ``validation.BEST_METRIC`` was MRR) resumes with that checkpoint's MRR
+  as the value to beat, not the stored R@10 that no MRR could beat; one
+  chosen by MRR resumes with its stored value."""
+  workdir = tmp_path / 'nottingham_paper'
+  shutil.copytree(checkpoints.resolve('nottingham_paper'), workdir,
+                  ignore=shutil.ignore_patterns('tb'))
+  config = checkpoints.read_config(str(workdir))
+  best = checkpoints.restore_checkpoint(
+      str(workdir / checkpoints.BEST_DIR), None, None)['meta']
+
+  def resumed_best():
+    return training._Run(config, str(workdir), models.from_config(config),
+                         steps.make_optimizer(), 250, 125_053).best
+
+  _set_last_meta(workdir, best=98.2, best_metric=None)
+  assert resumed_best() == pytest.approx(
+      validation.best_metric(best['metrics']))
+  assert 0.5 < validation.best_metric(best['metrics']) < 1
+  _set_last_meta(workdir, best=0.25, best_metric=validation.BEST_METRIC)
+  assert resumed_best() == 0.25
