@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/env.sh
-exec python3 -m pytest -q -p no:cacheprovider --durations=20 tests "$@"
+# Two workers (pytest-xdist; $DCCAFLAX_TEST_WORKERS to change, 0 for none),
+# each test file on one worker: many tests spend their time compiling on
+# one core.
+exec python3 -m pytest -q -p no:cacheprovider --durations=20 \
+  -n "${DCCAFLAX_TEST_WORKERS:-2}" --dist loadfile tests "$@"

@@ -2,9 +2,11 @@
 
 import os
 import pathlib
+import pickle
 import shutil
 import tempfile
 
+import filelock
 import pytest
 
 # One JAX compilation cache for the session and the command-line runs it
@@ -19,7 +21,33 @@ for _name, _value in (('JAX_COMPILATION_CACHE_DIR', _JAX_CACHE),
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
-  shutil.rmtree(_JAX_CACHE, ignore_errors=True)
+  # With pytest-xdist the workers inherit the controller's cache folder:
+  # the controller, last to finish, removes it.
+  if not hasattr(session.config, 'workerinput'):
+    shutil.rmtree(_JAX_CACHE, ignore_errors=True)
+
+
+def build_once(tmp_path_factory, name: str, build):
+  """``build(folder)`` run once per test run; ``(folder, its result)``.
+
+  The expensive session fixtures (pieces engraved by LilyPond and
+  synthesised by FluidSynth, trained models) go through here: under
+  pytest-xdist (``run_tests.sh`` runs two workers) each worker runs the
+  session fixtures it needs, so the first to ask builds in a folder that
+  all workers of the run share, under a file lock, and the others wait for
+  it and reuse it.  A build that raised is not marked done: the next
+  worker to ask builds again (and fails the same way, with its error).
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent                # the run's folder, above each worker's
+  folder, done = root / f'once_{name}', root / f'once_{name}.pickle'
+  with filelock.FileLock(str(root / f'once_{name}.lock')):
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      done.write_bytes(pickle.dumps(build(folder)))
+    return folder, pickle.loads(done.read_bytes())
 
 
 def nottingham_midi_dir() -> pathlib.Path:
@@ -51,10 +79,9 @@ def test_pieces(midi_dir) -> list[pathlib.Path]:
 def prepared(tmp_path_factory, midi_dir):
   """Both TFDS configs of the first 3 test pieces: (data_dir, report)."""
   from data_prep import build  # pylint: disable=g-import-not-at-top
-  data_dir = tmp_path_factory.mktemp('prepared')
-  report = build.prepare(str(midi_dir), str(data_dir), splits=('test',),
-                           limit=3, workers=2, progress=False)
-  return data_dir, report
+  return build_once(tmp_path_factory, 'prepared', lambda data_dir: (
+      build.prepare(str(midi_dir), str(data_dir), splits=('test',),
+                    limit=3, workers=2, progress=False)))
 
 
 RENDERINGS = (('fluidr3', 0.9), ('timgm6mb', 1.0))  # extra (soundfont, tempo)
@@ -68,12 +95,11 @@ def prepared_renderings(tmp_path_factory, midi_dir):
   (data_dir, report)."""
   from data_prep import build  # pylint: disable=g-import-not-at-top
   from data_prep import synth  # pylint: disable=g-import-not-at-top
-  data_dir = tmp_path_factory.mktemp('prepared_renderings')
-  report = build.prepare(
-      str(midi_dir), str(data_dir), splits=('test',), limit=3, workers=2,
-      progress=False,
-      renderings=tuple(synth.SynthParams(sf, t) for sf, t in RENDERINGS))
-  return data_dir, report
+  return build_once(tmp_path_factory, 'prepared_renderings', lambda d: (
+      build.prepare(
+          str(midi_dir), str(d), splits=('test',), limit=3, workers=2,
+          progress=False,
+          renderings=tuple(synth.SynthParams(sf, t) for sf, t in RENDERINGS))))
 
 
 # --------------------------------------------------------------------------
@@ -175,11 +201,10 @@ def write_synthetic_tfds(data_dir, splits: dict) -> None:
 @pytest.fixture(scope='session')
 def synthetic_data(tmp_path_factory):
   """Synthetic TFDS data: 6 train, 3 valid, 2 test pieces; the data_dir."""
-  data_dir = tmp_path_factory.mktemp('synthetic_data')
-  write_synthetic_tfds(data_dir, {'train': synthetic_split(1, 6),
-                                  'valid': synthetic_split(2, 3),
-                                  'test': synthetic_split(3, 2)})
-  return data_dir
+  return build_once(tmp_path_factory, 'synthetic_data', lambda d: (
+      write_synthetic_tfds(d, {'train': synthetic_split(1, 6),
+                               'valid': synthetic_split(2, 3),
+                               'test': synthetic_split(3, 2)})))[0]
 
 
 def tiny_train_config(data_dir, **overrides):
@@ -201,9 +226,9 @@ def tiny_train_config(data_dir, **overrides):
 def trained_workdir(tmp_path_factory, synthetic_data):
   """A 4-epoch tiny run on the synthetic data (uninterrupted): the workdir."""
   from dccaflax import training  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp('trained')
-  training.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
-  return workdir
+  def train(workdir):
+    training.train_and_evaluate(tiny_train_config(synthetic_data), str(workdir))
+  return build_once(tmp_path_factory, 'trained', train)[0]
 
 
 def restore_last_state(workdir):
@@ -247,23 +272,22 @@ def tiny_real_config(data_dir, **overrides):
 @pytest.fixture(scope='session')
 def real_midi(tmp_path_factory, midi_dir) -> pathlib.Path:
   """A MIDI folder whose train/valid/test each link the first 3 test pieces."""
-  root = tmp_path_factory.mktemp('real_midi')
-  files = sorted((midi_dir / 'test').glob('*.mid'))[:REAL_PIECES]
-  for split in ('train', 'valid', 'test'):
-    (root / split).mkdir()
-    for f in files:
-      (root / split / f.name).symlink_to(f)
-  return root
+  def link(root):
+    files = sorted((midi_dir / 'test').glob('*.mid'))[:REAL_PIECES]
+    for split in ('train', 'valid', 'test'):
+      (root / split).mkdir()
+      for f in files:
+        (root / split / f.name).symlink_to(f)
+  return build_once(tmp_path_factory, 'real_midi', link)[0]
 
 
 @pytest.fixture(scope='session')
 def real_data(tmp_path_factory, real_midi) -> pathlib.Path:
   """Both TFDS configs of ``real_midi`` (3 pieces per split): the data_dir."""
   from data_prep import build  # pylint: disable=g-import-not-at-top
-  data_dir = tmp_path_factory.mktemp('real_data')
-  build.prepare(str(real_midi), str(data_dir), limit=REAL_PIECES, workers=2,
-                progress=False)
-  return data_dir
+  return build_once(tmp_path_factory, 'real_data', lambda data_dir: (
+      build.prepare(str(real_midi), str(data_dir), limit=REAL_PIECES,
+                    workers=2, progress=False)))[0]
 
 
 @pytest.fixture(scope='session')
@@ -271,10 +295,10 @@ def leland_data(tmp_path_factory, real_midi) -> pathlib.Path:
   """The test split of ``real_midi`` engraved by Verovio in the held-out
   Leland font alone (the ``verovio_leland_pairs`` config): the data_dir."""
   from data_prep import build  # pylint: disable=g-import-not-at-top
-  data_dir = tmp_path_factory.mktemp('leland_data')
-  report = build.prepare(str(real_midi), str(data_dir), splits=('test',),
-                         limit=REAL_PIECES, workers=2, progress=False,
-                         engraving='verovio_leland')
+  data_dir, report = build_once(tmp_path_factory, 'leland_data', lambda d: (
+      build.prepare(str(real_midi), str(d), splits=('test',),
+                    limit=REAL_PIECES, workers=2, progress=False,
+                    engraving='verovio_leland')))
   assert report['ok'] == REAL_PIECES, report['skipped']
   return data_dir
 
@@ -283,9 +307,9 @@ def leland_data(tmp_path_factory, real_midi) -> pathlib.Path:
 def real_model(tmp_path_factory, real_data) -> pathlib.Path:
   """``tiny_real_config`` trained on ``real_data``: the workdir."""
   from dccaflax import training  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp('real_model')
-  training.train_and_evaluate(tiny_real_config(real_data), str(workdir))
-  return workdir
+  def train(workdir):
+    training.train_and_evaluate(tiny_real_config(real_data), str(workdir))
+  return build_once(tmp_path_factory, 'real_model', train)[0]
 
 
 @pytest.fixture(scope='session')
@@ -293,11 +317,11 @@ def real_index(tmp_path_factory, real_model, real_data) -> pathlib.Path:
   """An index of the test split of ``real_data`` by ``real_model``."""
   import dccaflax  # pylint: disable=g-import-not-at-top
   from dccaflax import index as index_lib  # pylint: disable=g-import-not-at-top
-  model = dccaflax.load(real_model)
-  index = index_lib.build(model, str(real_data), 'test',
-                          workdir=str(real_model))
-  return pathlib.Path(index_lib.save(
-      index, tmp_path_factory.mktemp('real_index') / 'index.npz'))
+  def build(folder):
+    index = index_lib.build(dccaflax.load(real_model), str(real_data), 'test',
+                            workdir=str(real_model))
+    return pathlib.Path(index_lib.save(index, folder / 'index.npz'))
+  return build_once(tmp_path_factory, 'real_index', build)[1]
 
 
 @pytest.fixture(scope='session')
@@ -326,27 +350,30 @@ def recordings(tmp_path_factory, real_midi) -> dict:
   import soundfile  # pylint: disable=g-import-not-at-top
   from data_prep import melody  # pylint: disable=g-import-not-at-top
   from data_prep import synth  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.mktemp('recordings')
-  path = sorted((real_midi / 'test').glob('*.mid'))[0]
-  mel = melody.read_melody(str(path))
-  out = {'name': mel.name}
-  wave = synth.synthesize(mel.notes, synth.SynthParams())
-  out['wav'] = root / 'fluidr3.wav'
-  soundfile.write(out['wav'], wave, 22050)
-  other = synth.synthesize(mel.notes, synth.SynthParams(soundfont='timgm6mb'))
-  import librosa  # pylint: disable=g-import-not-at-top
-  up = librosa.resample(other, orig_sr=22050, target_sr=44100)
-  stereo = np.stack([up, 0.7 * up], axis=1).astype(np.float32)
-  out['mp3_mono'] = (0.85 * other).astype(np.float32)
-  out['mp3'] = root / 'timgm6mb_stereo_44k.mp3'
-  # Block-wise: libsndfile's MP3/Ogg encoders crash on one huge write.
-  with soundfile.SoundFile(out['mp3'], 'w', 44100, 2, format='MP3') as f:
-    for i in range(0, len(stereo), 8192):
-      f.write(stereo[i:i + 8192])
-  out['short'] = root / 'short.wav'
-  soundfile.write(out['short'], wave[22050 * 10:22050 * 10 + 26460], 22050)
-  out['silent'] = root / 'silent.wav'
-  soundfile.write(out['silent'], np.zeros(5 * 22050, np.float32), 22050)
-  out['garbage'] = root / 'garbage.wav'
-  out['garbage'].write_bytes(b'this is not audio' * 100)
-  return out
+
+  def build(root):
+    path = sorted((real_midi / 'test').glob('*.mid'))[0]
+    mel = melody.read_melody(str(path))
+    out = {'name': mel.name}
+    wave = synth.synthesize(mel.notes, synth.SynthParams())
+    out['wav'] = root / 'fluidr3.wav'
+    soundfile.write(out['wav'], wave, 22050)
+    other = synth.synthesize(mel.notes,
+                             synth.SynthParams(soundfont='timgm6mb'))
+    import librosa  # pylint: disable=g-import-not-at-top
+    up = librosa.resample(other, orig_sr=22050, target_sr=44100)
+    stereo = np.stack([up, 0.7 * up], axis=1).astype(np.float32)
+    out['mp3_mono'] = (0.85 * other).astype(np.float32)
+    out['mp3'] = root / 'timgm6mb_stereo_44k.mp3'
+    # Block-wise: libsndfile's MP3/Ogg encoders crash on one huge write.
+    with soundfile.SoundFile(out['mp3'], 'w', 44100, 2, format='MP3') as f:
+      for i in range(0, len(stereo), 8192):
+        f.write(stereo[i:i + 8192])
+    out['short'] = root / 'short.wav'
+    soundfile.write(out['short'], wave[22050 * 10:22050 * 10 + 26460], 22050)
+    out['silent'] = root / 'silent.wav'
+    soundfile.write(out['silent'], np.zeros(5 * 22050, np.float32), 22050)
+    out['garbage'] = root / 'garbage.wav'
+    out['garbage'].write_bytes(b'this is not audio' * 100)
+    return out
+  return build_once(tmp_path_factory, 'recordings', build)[1]
