@@ -1,9 +1,10 @@
 r"""A page in the browser: a recording and score pages -> where the music is.
 
-  python -m experiments.serve [--workdir nottingham_paper] \
+  python -m experiments.serve [--model nottingham_paper] \
       [--pages DIR_OR_IMAGES | --index pages.npz] [--port 8000]
 
-then open http://127.0.0.1:8000/.  Give it score pages (PNG, JPEG, or PDF;
+then open http://127.0.0.1:8000/ (``--model`` is ``--workdir``, as the
+other commands call it).  Give it score pages (PNG, JPEG, or PDF;
 or the bundled test pieces' pages, engraved on the fly; or --pages /
 --index at start: ``experiments.index --pages``) and a recording (any file
 librosa reads; or a bundled test piece rendered on the fly): it names the
@@ -16,9 +17,10 @@ progress; bad input is a message on the page.
 The server is the standard library's ``http.server`` with one static page
 (``serve_page.html``, plain JavaScript): no web framework to install, and
 the page draws the highlights and boxes itself.  What it does is
-``experiments.serve_app`` (its jobs and files: ``serve_session``); reading PDFs needs the ``demo`` extra
-(``pip install -e '.[demo]'``: pypdfium2).  It listens on 127.0.0.1 only
-unless --host says otherwise: it is a local tool, with no authentication.
+``experiments.serve_app`` (its jobs and files: ``serve_session``); reading
+PDFs needs the ``demo`` extra (``pip install -e '.[demo]'``: pypdfium2).
+It listens on 127.0.0.1 only unless --host says otherwise: it is a local
+tool, with no authentication.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from experiments import serve_app
 _WORKDIR = flags.DEFINE_string('workdir', 'nottingham_paper', 'Trained '
                                'model: a workdir, or the name of a shipped '
                                'model (models/).')
+flags.DEFINE_alias('model', 'workdir')
 _PAGES = flags.DEFINE_list('pages', None, 'Score pages to search from the '
                            'start: a folder of images or images in one '
                            'folder (indexed at start).')
@@ -113,7 +116,7 @@ def handler(the_app: serve_app.App):
       try:
         if path == '/api/upload':
           name = urllib.parse.unquote(self.headers.get('X-Filename', ''))
-          if size > the_app.files.max_bytes:     # read and dropped, then refused
+          if size > the_app.files.max_bytes:  # read and dropped, then refused
             left = size
             while left > 0:
               chunk = self.rfile.read(min(1 << 20, left))
