@@ -4,8 +4,8 @@
 # soundfont, the Csound GM bank (a training timbre), MuseScore General (held
 # out for evaluation), libcairo2 (SVG rasterizing), chromium and
 # chromium-driver (the browser tests of experiments.serve). Python packages:
-# this repo with its test extra (pip). Where the system Python refuses pip
-# (PEP 668), a virtual environment .venv is made and used;
+# this repo with its test and demo extras (pip). Where the system Python
+# refuses pip (PEP 668), a virtual environment .venv is made and used;
 # experiments/env.sh picks it up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +34,5 @@ if [ -z "${VIRTUAL_ENV:-}" ] && python3 -c 'import sys,sysconfig,os; sys.exit(no
     $SUDO apt-get install -y -qq python3-venv >/dev/null; python3 -m venv .venv; }
   source experiments/env.sh
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,demo]'
 echo "install.sh: ok ($(python3 -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__)'))"
