@@ -83,8 +83,11 @@ def handler(the_app: serve_app.App):
       self.send_header('Content-Type', kind)
       self.send_header('Content-Length', str(len(body)))
       self.send_header('Cache-Control', 'no-store')
-      self.end_headers()
-      self.wfile.write(body)
+      try:
+        self.end_headers()
+        self.wfile.write(body)
+      except (BrokenPipeError, ConnectionResetError):   # the browser left
+        logging.debug('%s left before %s', self.address_string(), self.path)
 
     def _json(self, obj, code: int = 200) -> None:
       self._send(code, json.dumps(obj).encode(), 'application/json')
