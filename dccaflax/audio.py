@@ -151,8 +151,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = snippets.SAMPLE_RATE,
     audio, _ = librosa.load(path, sr=sample_rate, mono=True, offset=offset,
                             duration=duration)
   except Exception as e:  # librosa raises many types for unreadable input
-    raise AudioError(f'{path}: cannot read audio ({type(e).__name__}: {e})'
-                     ) from e
+    why = f'{type(e).__name__}: {e}' if str(e) else type(e).__name__
+    raise AudioError(f'{path}: cannot read audio ({why}): is it an audio '
+                     'file (wav, flac, ogg, mp3, ...)?') from e
   if audio.size == 0:
     raise AudioError(f'{path}: no audio samples (empty file or offset past '
                      'the end)')

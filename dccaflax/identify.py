@@ -88,6 +88,8 @@ class Identification:
     best_rank: ``(W,)`` int, that hit's rank (1-based), 0 where none.
     best_time_s: ``(W,)`` float, that hit's onset time in the score at the
       indexed tempo (s), NaN where none.
+    best_row: ``(W,)`` int, that hit's index row, -1 where none (a page
+      index's ``page_xy[row]`` is its place on the page).
   """
   ranking: list[tuple[str, float]]
   centre_s: np.ndarray
@@ -95,6 +97,7 @@ class Identification:
   best_bar: np.ndarray
   best_rank: np.ndarray
   best_time_s: np.ndarray
+  best_row: np.ndarray
 
   def rank_of(self, piece: str) -> int:
     """1-based rank of a piece; ties count against it (pessimistic)."""
@@ -138,16 +141,18 @@ def vote(index, rows: np.ndarray, voting: np.ndarray, centres: np.ndarray,
   best_bar = np.full(n, -1, np.int64)
   best_rank = np.zeros(n, np.int64)
   best_time = np.full(n, np.nan)
+  best_row = np.full(n, -1, np.int64)
   for w in range(n):
     hits = np.flatnonzero(hit_piece[w] == best)
     if hits.size:
       row = rows[w, hits[0]]
+      best_row[w] = row
       best_bar[w] = index.bar[row]
       best_rank[w] = hits[0] + 1
       best_time[w] = index.onset_frame[row] / snippets.FPS
   return Identification(ranking=ranking, centre_s=centres / snippets.FPS,
                         voting=voting, best_bar=best_bar, best_rank=best_rank,
-                        best_time_s=best_time)
+                        best_time_s=best_time, best_row=best_row)
 
 
 def identify_specs(model, index, specs: Iterable[np.ndarray],

@@ -12,7 +12,11 @@ pages' folder, and one more array::
 
 It answers audio queries (audio -> sheet) only; ``read_rows`` re-cuts its
 snippets from the pages (for figures), as ``index.read_rows`` re-reads a
-split's pairs.
+split's pairs, and ``snippet_boxes`` says where on its page each snippet
+lies (for drawing it there).
+
+Pages come as images (``page_paths``: a folder or files) or as a PDF
+(``pdf_pages``: pypdfium2, the ``demo`` extra, imported only there).
 """
 
 from __future__ import annotations
@@ -27,6 +31,79 @@ from dccaflax import embedding
 from dccaflax import frontends
 from dccaflax import index as index_lib
 from dccaflax import snippets
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+
+
+def page_paths(pages: list[str]) -> list[str]:
+  """The page images named by a user: a folder's (sorted), or the files
+  named (``experiments.index --pages``).
+
+  Raises:
+    ValueError: a missing file or folder, or a folder without images.
+  """
+  if len(pages) == 1 and os.path.isdir(pages[0]):
+    out = sorted(os.path.join(pages[0], f) for f in os.listdir(pages[0])
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not out:
+      raise ValueError(f'{pages[0]}: no page images '
+                       f'({", ".join(IMAGE_EXTENSIONS)})')
+    return out
+  missing = [p for p in pages if not os.path.isfile(p)]
+  if missing:
+    raise ValueError(f'no such page image: {", ".join(missing)}')
+  return pages
+
+
+PDF_DPI = 150             # px per inch of the page images of a PDF
+PDF_MAX_PAGES = 50        # a longer PDF is refused
+
+
+def pdf_pages(path: str | os.PathLike, out_dir: str | os.PathLike,
+              dpi: float = PDF_DPI, max_pages: int = PDF_MAX_PAGES
+              ) -> list[str]:
+  """Renders every page of a PDF as a grey PNG, for ``build``.
+
+  Args:
+    path: the PDF.
+    out_dir: an existing folder; page ``i`` (1-based) is written as
+      ``<stem>_p<i>.png`` there.
+    dpi: resolution (150: about 10 px between staff lines of a printed
+      score, well above the 2 px ``frontends.page_staves`` needs).
+    max_pages: more pages are refused.
+
+  Returns:
+    the PNG paths, in page order.
+
+  Raises:
+    frontends.QueryError: pypdfium2 missing (``pip install -e .[demo]``), an
+    unreadable or empty PDF, or too many pages.
+  """
+  try:
+    import pypdfium2  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise frontends.QueryError(f'{path}: reading a PDF needs pypdfium2 '
+                               "(pip install -e '.[demo]')") from e
+  try:
+    pdf = pypdfium2.PdfDocument(os.fspath(path))
+  except pypdfium2.PdfiumError as e:
+    raise frontends.QueryError(f'{path}: cannot read PDF ({e})') from e
+  try:
+    if len(pdf) == 0:
+      raise frontends.QueryError(f'{path}: the PDF has no page')
+    if len(pdf) > max_pages:
+      raise frontends.QueryError(f'{path}: {len(pdf)} pages, more than '
+                                 f'{max_pages}')
+    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    out = []
+    for i in range(len(pdf)):
+      image = pdf[i].render(scale=dpi / 72, grayscale=True).to_pil()
+      out.append(os.path.join(os.fspath(out_dir), f'{stem}_p{i + 1}.png'))
+      image.convert('L').save(out[-1])
+    return out
+  finally:
+    pdf.close()
 
 
 def build(model, paths, step: int = frontends.PAGE_STEP, workdir: str = '',
@@ -116,3 +193,48 @@ def read_rows(index: index_lib.Index, rows, data_dir: Optional[str] = None
       (0, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH), np.uint8),
           'spec': np.zeros((len(rows), snippets.SPEC_BINS,
                             snippets.SPEC_FRAMES), np.float32)}
+
+
+def page_scale(index: index_lib.Index, page: str) -> float:
+  """Strip px per page px of one page of a page index (``frontends.
+  PageSnippets.scale``), from its snippets' strip and page positions.
+
+  Raises:
+    KeyError: unknown page; ValueError: not a page index, or a page whose
+    systems hold one snippet each (no two positions to compare).
+  """
+  if not index.is_pages:
+    raise ValueError('not a page index: its rows have no place on a page')
+  rows = index.rows_of(page)
+  same = index.bar[rows][1:] == index.bar[rows][:-1]     # one system
+  d_strip = np.diff(index.notehead_x[rows])[same]
+  d_page = np.diff(index.page_xy[rows, 0])[same]
+  if not np.any(d_page > 0):
+    raise ValueError(f'{page}: no system with two snippets')
+  return float(np.median(d_strip[d_page > 0] / d_page[d_page > 0]))
+
+
+def snippet_boxes(index: index_lib.Index, rows) -> np.ndarray:
+  """Where a page index's snippets lie on their pages.
+
+  Args:
+    index: a page index (``build``).
+    rows: ``(R,)`` row numbers.
+
+  Returns:
+    ``(R, 4)`` float32 ``x0, y0, x1, y1``, px of each row's page image: the
+    40 x 100 px snippet (``snippets.SHEET_HEIGHT`` x ``SHEET_WIDTH`` of the
+    strip) around its centre ``page_xy``, at its page's ``page_scale``.
+  """
+  rows = [int(r) for r in np.asarray(rows).reshape(-1)]
+  scales: dict[str, float] = {}
+  out = np.zeros((len(rows), 4), np.float32)
+  for i, r in enumerate(rows):
+    name = str(index.piece[r])
+    if name not in scales:
+      scales[name] = page_scale(index, name)
+    half_w = snippets.SHEET_WIDTH / 2 / scales[name]
+    half_h = snippets.SHEET_HEIGHT / 2 / scales[name]
+    x, y = index.page_xy[r]
+    out[i] = (x - half_w, y - half_h, x + half_w, y + half_h)
+  return out

@@ -1,4 +1,5 @@
-"""The query commands as functions: ``retrieve`` and ``identify_file``.
+"""The query commands as functions: ``retrieve`` and ``identify_file``
+(and ``draw_figure``, the Figure-3 picture of a ranking).
 
 ``experiments.retrieve`` and ``experiments.identify`` parse their flags and
 call these; tests and notebooks call them directly (this module defines no
@@ -165,23 +166,43 @@ def retrieve(workdir: str, index_path: str, *, audio_path: str | None = None,
              f'{modality}')
   echo(presentation.format_ranking(ranking, idx))
   if figure_path:
-    rows = [r.row for r in ranking.results]
-    try:
-      read_rows = (page_index.read_rows if idx.is_pages
-                   else index_lib.read_rows)
-      data = read_rows(
-          idx, rows + ([ranking.true_row] if query_img is None else []),
-          data_dir)
-    except (FileNotFoundError, ValueError) as e:
-      raise QueryError(f'cannot draw the figure: {e} (pass --data_dir where '
-                       'the prepared data are now)') from e
-    key = 'sheet' if ranking.direction == 'audio->sheet' else 'spec'
-    if query_img is None:
-      query_img = data['spec' if key == 'sheet' else 'sheet'][-1]
-    presentation.figure(ranking, query_img, data[key][:len(rows)],
-                        figure_path, title)
+    draw_figure(ranking, idx, query_img, figure_path, title, data_dir)
     echo(f'wrote {figure_path}')
   return ranking
+
+
+def draw_figure(ranking, idx, query_img, figure_path: str, title: str,
+                data_dir: str | None = None) -> str:
+  """The paper's Figure 3 of a ranking (``presentation.figure``), the
+  results' pixels re-read from the prepared data or the pages of the index.
+
+  Args:
+    ranking: ``ranking.Ranking`` against ``idx``.
+    idx: the index.
+    query_img: the query's excerpt or snippet; None: the indexed partner of
+      ``ranking.true_row`` (an indexed query).
+    figure_path: PNG to write.
+    title: the figure's title.
+    data_dir: where the prepared data are now (default: the index's).
+
+  Raises:
+    QueryError: the data or pages cannot be read.
+  """
+  rows = [r.row for r in ranking.results]
+  try:
+    read_rows = (page_index.read_rows if idx.is_pages
+                 else index_lib.read_rows)
+    data = read_rows(
+        idx, rows + ([ranking.true_row] if query_img is None else []),
+        data_dir)
+  except (FileNotFoundError, ValueError) as e:
+    raise QueryError(f'cannot draw the figure: {e} (pass --data_dir where '
+                     'the prepared data are now)') from e
+  key = 'sheet' if ranking.direction == 'audio->sheet' else 'spec'
+  if query_img is None:
+    query_img = data['spec' if key == 'sheet' else 'sheet'][-1]
+  return presentation.figure(ranking, query_img, data[key][:len(rows)],
+                             figure_path, title)
 
 
 def _needs_audio(idx, index_path: str) -> None:

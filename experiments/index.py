@@ -60,7 +60,7 @@ def main(argv):
   pages = None
   if _PAGES.value:      # fail fast, before loading the model
     try:
-      pages = page_paths(_PAGES.value)
+      pages = page_index.page_paths(_PAGES.value)
     except ValueError as e:
       sys.exit(f'error: --pages: {e}')
   else:
@@ -95,27 +95,6 @@ def main(argv):
         f'({index.split} split of {index.collection} in {index.data_dir}), '
         f'model {index.fingerprint}'
         f', {os.path.getsize(path) / 1e6:.1f} MB')
-
-
-_IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
-
-
-def page_paths(pages: list[str]) -> list[str]:
-  """The images of --pages: a folder's (sorted), or the files named.
-
-  Raises:
-    ValueError: a missing file or folder, or a folder without images.
-  """
-  if len(pages) == 1 and os.path.isdir(pages[0]):
-    out = sorted(os.path.join(pages[0], f) for f in os.listdir(pages[0])
-                 if f.lower().endswith(_IMAGE_EXTENSIONS))
-    if not out:
-      raise ValueError(f'{pages[0]}: no page images ({", ".join(_IMAGE_EXTENSIONS)})')
-    return out
-  missing = [p for p in pages if not os.path.isfile(p)]
-  if missing:
-    raise ValueError(f'no such page image: {", ".join(missing)}')
-  return pages
 
 
 def _index_pages(model, pages):

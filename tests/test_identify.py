@@ -51,6 +51,7 @@ def test_vote_weights_ranks(index):
   assert ident.ranking[2] == (names[2], 0.0)
   assert ident.rank_of(names[1]) == 2
   np.testing.assert_array_equal(ident.best_rank, [1, 4])
+  np.testing.assert_array_equal(ident.best_row, [rows[0, 0], rows[1, 3]])
   assert ident.best_bar[0] == index.bar[rows[0, 0]]
 
 

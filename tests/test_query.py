@@ -282,6 +282,13 @@ def test_a_page_index_answers_audio(real_midi, real_model, real_index,
   cut = page_index.read_rows(page, [0, len(page) - 1])
   assert cut['sheet'].shape == (2, snippets.SHEET_HEIGHT, snippets.SHEET_WIDTH)
   assert not np.any(cut['spec'])
+  # where the snippets lie on their pages: 100 x 40 px of strip at the
+  # LilyPond page's scale (0.2 strip px per page px), around page_xy
+  boxes = page_index.snippet_boxes(page, [0, len(page) - 1])
+  np.testing.assert_allclose(boxes[:, 2] - boxes[:, 0], 100 / 0.2, rtol=0.03)
+  np.testing.assert_allclose(boxes[:, 3] - boxes[:, 1], 40 / 0.2, rtol=0.03)
+  np.testing.assert_allclose(boxes.reshape(-1, 2, 2).mean(1),
+                             page.page_xy[[0, -1]], atol=0.01)
   with pytest.raises(ValueError, match='page_index.read_rows'):
     index_lib.read_rows(page, [0])
   with pytest.raises(ValueError, match='not a page index'):
