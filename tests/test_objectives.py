@@ -1,6 +1,10 @@
 """Tests for dccaflax.objectives: the CCA-projected similarities, the ranking
 loss and InfoNCE against float64 NumPy references, gradients by finite
-differences, degenerate batches and the registry."""
+differences, degenerate batches, the registry and the settings."""
+
+import dataclasses
+import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 
 from dccaflax import cca
+from dccaflax import config as config_lib
 from dccaflax import objectives
 from tests.test_cca import REG
 from tests.test_cca import assert_matmuls_at_highest
@@ -17,6 +22,7 @@ from tests.test_cca import directional_fd_check
 from tests.test_cca import reference_whitening
 from tests.test_cca import x64
 
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 _NEW = (objectives.CCA_RANKING, objectives.INFONCE)
 # Jitted once for the module (settings traced): eager op-by-op calls and a
 # fresh jit per call would compile again and again.
@@ -230,3 +236,51 @@ def test_registry_objectives_and_their_errors():
     objectives.Objective('triplet')
   with pytest.raises(ValueError, match="no setting 'temperature'"):
     objectives.Objective('cca_ranking', (('temperature', 0.1),))
+
+
+def test_config_selects_the_objective_and_reads_old_configs():
+  default = config_lib.TrainConfig(data_dir='d')
+  assert default.objective == 'dcca'
+  assert objectives.from_config(default) == objectives.Objective('dcca')
+  config = config_lib.TrainConfig.from_flat(
+      data_dir='d', objective='infonce', infonce_temperature=0.07)
+  assert objectives.from_config(config) == objectives.Objective(
+      'infonce', (('temperature', 0.07),))
+  config = dataclasses.replace(config, objective='cca_ranking')
+  assert objectives.from_config(config).settings == (
+      ('margin', objectives.DEFAULT_MARGIN),)
+  with pytest.raises(ValueError, match='dcca, cca_ranking, infonce'):
+    config_lib.TrainConfig(data_dir='d', objective='trace')
+  with pytest.raises(ValueError, match='infonce_temperature'):
+    config_lib.TrainConfig(data_dir='d', infonce_temperature=0.0)
+  with pytest.raises(ValueError, match='rank_margin'):
+    config_lib.TrainConfig(data_dir='d', rank_margin=-0.1)
+  # The shipped model's config.json, as written before the settings
+  # existed, reads back as the paper's objective, every setting unchanged.
+  new_keys = {'objective', 'rank_margin', 'infonce_temperature'}
+  with open(_REPO / 'models' / 'nottingham_paper' / 'config.json') as f:
+    stored = json.load(f)
+  old = {k: v for k, v in stored.items() if k not in new_keys}
+  config = config_lib.TrainConfig.from_json(old)
+  assert config == config_lib.TrainConfig.from_json(stored)
+  assert objectives.from_config(config) == objectives.Objective('dcca')
+  flat = config.to_json()
+  assert {k: flat[k] for k in old} == old
+  assert set(flat) - set(old) >= new_keys
+  assert (flat['rank_margin'], flat['infonce_temperature']) == (
+      objectives.DEFAULT_MARGIN, objectives.DEFAULT_TEMPERATURE)
+
+
+def test_flags_select_an_objective():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import config_flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.define(flag_values=fv)
+  fv(['train', '--data_dir=d', '--objective=cca_ranking',
+      '--rank_margin=0.3'])
+  assert objectives.from_config(config_flags.config(fv)) == (
+      objectives.Objective('cca_ranking', (('margin', 0.3),)))
+  fv = flags.FlagValues()
+  config_flags.define(flag_values=fv)
+  with pytest.raises(flags.IllegalFlagValueError, match='cca_ranking'):
+    fv(['train', '--data_dir=d', '--objective=trace'])
