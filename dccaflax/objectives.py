@@ -61,8 +61,10 @@ signs and rotations the singular vectors leave open.  Its derivative
 factor's closed form, ``polar_factor``'s custom JVP) has no
 ``1 / (c_i^2 - c_j^2)`` terms, which differentiating the singular vectors
 themselves would give (they blow up when correlations repeat, e.g. all near
-1).  It is finite unless two correlations are both 0; those terms are set
-to 0 (an all-zero batch then gets a zero gradient from ``W``).
+1).  Where two correlations are both 0 (two dead units of one view, an
+all-zero batch) ``W`` is not unique there and the loss not differentiable;
+those terms are set to 0, the derivative with that block of ``W`` held
+fixed (exact along every direction that keeps the dead units dead).
 
 Precision as in ``cca``: statistics and every matmul at ``HIGHEST``, inputs
 promoted to at least float32.
@@ -101,8 +103,10 @@ def polar_factor(t: jax.Array) -> jax.Array:
     t: (k, k) float.
 
   Returns:
-    (k, k) orthogonal, same dtype.  Its JVP (module doc) is finite unless
-    two singular values are both 0 (those terms are 0).
+    (k, k) orthogonal, same dtype.  Its JVP (module doc) is finite; where
+    two singular values are both 0 (below ``4 k eps c_max``, the SVD's
+    precision) W is not unique and those terms are 0 (that block held
+    fixed).
   """
   p, _, qt = jnp.linalg.svd(t, full_matrices=False)
   return _mm(p, qt)
@@ -114,8 +118,13 @@ def _polar_factor_jvp(primals, tangents):
   p, c, qt = jnp.linalg.svd(t, full_matrices=False)
   x = _mm(_mm(p.T, dt), qt.T)                     # P^T dT Q
   den = c[:, None] + c[None, :]
-  tiny = jnp.finfo(t.dtype).tiny
-  omega = jnp.where(den > tiny, (x - x.T) / jnp.maximum(den, tiny), 0.0)
+  # Two singular values both zero at the SVD's precision: W is not unique
+  # there (e.g. two dead units of one view); that block is held fixed.  The
+  # denominator is 1 there, not 0, so that no 0/0 reaches the transpose
+  # (the gradient) either; c_max = 0 (T = 0) holds every block fixed.
+  floor = 4 * t.shape[0] * jnp.finfo(t.dtype).eps * c[0]
+  keep = den > floor
+  omega = jnp.where(keep, (x - x.T) / jnp.where(keep, den, 1.0), 0.0)
   return _mm(p, qt), _mm(_mm(p, omega), qt)
 
 
@@ -260,11 +269,13 @@ REGISTRY: dict[str, Spec] = {
                "correlation (the paper's)"),
     CCA_RANKING: Spec(cca_ranking_loss,
                       {'margin': Setting('rank_margin', 0.0, False)},
-                      "hinge ranking loss on the cosine similarity of the "
-                      "batch's CCA projections (Dorfer et al. 2018)"),
+                      "hinge ranking loss (margin rank_margin) on the "
+                      "cosine similarities of the batch's CCA projections "
+                      "(Dorfer et al. 2018)"),
     INFONCE: Spec(infonce_loss,
                   {'temperature': Setting('infonce_temperature', 0.0, True)},
-                  'symmetric InfoNCE on the same projections'),
+                  'symmetric InfoNCE over the batch (temperature '
+                  'infonce_temperature) on the same cosine similarities'),
 }
 NAMES = tuple(REGISTRY)
 
