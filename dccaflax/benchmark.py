@@ -227,7 +227,8 @@ def bench_retrieval(n_queries: int, n_candidates: int, repeats: int,
 
 
 def bench_objectives(width: float, batch_size: int, rounds: int,
-                     arrays: Optional[pieceset.Arrays] = None) -> list[dict]:
+                     arrays: Optional[pieceset.Arrays] = None,
+                     with_step: bool = True) -> list[dict]:
   """Cost of each objective (``objectives.REGISTRY``, default settings).
 
   ``step_s``: one jitted ``steps.loss_and_grads`` (cut windows in; both
@@ -235,11 +236,15 @@ def bench_objectives(width: float, batch_size: int, rounds: int,
   ``loss_s``: the objective alone, value and gradient with respect to the
   (B, h) tower outputs.  The calls are timed in turn within each round
   (after one warm-up call each), so a load that comes and goes falls on all
-  objectives alike; medians over ``rounds``.
+  objectives alike; the fastest of ``rounds`` (on a shared machine the
+  median measures the scheduler: a 0.5 ms call takes 500 ms at nice 19).
+  ``with_step=False``: the objectives alone (``loss_s`` does not depend on
+  ``width``; the towers' steps take minutes to compile at full width on a
+  CPU).
 
   Returns:
     list of dict, one per objective: 'objective', 'width', 'batch',
-    'step_s', 'loss_s', 'share' (``loss_s / step_s``).
+    'loss_s', and with the step 'step_s' and 'share' (``loss_s / step_s``).
   """
   arrays = synthetic_arrays(batch_size) if arrays is None else arrays
   model = models.create_model(width=width, level_norm=_LEVEL_NORM)
@@ -254,19 +259,20 @@ def bench_objectives(width: float, batch_size: int, rounds: int,
                                      reg=cca.DEFAULT_REG, objective=objective))
     loss = jax.jit(jax.value_and_grad(functools.partial(
         objective.loss, reg=cca.DEFAULT_REG), argnums=(0, 1)))
-    calls[name, 'step_s'] = functools.partial(
-        step, variables['params'], variables['batch_stats'], sheets, specs)
+    if with_step:
+      calls[name, 'step_s'] = lambda step=step: step(
+          variables['params'], variables['batch_stats'], sheets, specs)
     calls[name, 'loss_s'] = functools.partial(loss, fx, gy)
   times = {key: [] for key in calls}
-  for fn in calls.values():
-    jax.block_until_ready(fn())                    # compilation
+  jax.block_until_ready([fn() for fn in calls.values()])   # compilation
   for _ in range(max(1, rounds)):
     for key, fn in calls.items():
       times[key].append(time_call(fn, 1, warm_up=False))
   rows = [{'objective': name, 'width': width, 'batch': batch_size,
-           **{k: statistics.median(times[name, k])
-              for k in ('step_s', 'loss_s')}} for name in objectives.NAMES]
-  return [{**r, 'share': r['loss_s'] / r['step_s']} for r in rows]
+           **{k: min(v) for (n, k), v in times.items()
+              if n == name}} for name in objectives.NAMES]
+  return [{**r, 'share': r['loss_s'] / r['step_s']} if with_step else r
+          for r in rows]
 
 
 # --------------------------------------------------------------------------

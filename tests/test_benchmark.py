@@ -78,3 +78,6 @@ def test_objective_cost_command_runs_at_tiny_sizes(tmp_path):
     assert r['loss_s'] > 0 and r['step_s'] > 0, r
     assert r['share'] == r['loss_s'] / r['step_s']
     assert f'| {r["objective"]} |' in proc.stdout, proc.stdout
+  alone = benchmark.bench_objectives(0.125, 8, rounds=1, with_step=False)
+  assert [set(r) for r in alone] == [{'objective', 'width', 'batch',
+                                      'loss_s'}] * len(objectives.NAMES)
