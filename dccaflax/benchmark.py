@@ -24,6 +24,7 @@ Every number is the median of ``repeats`` timed calls after a warm-up call
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -41,8 +42,10 @@ from dccaflax import audio
 from dccaflax import cca
 from dccaflax import config as config_lib
 from dccaflax import validation
+from dccaflax import input_pipeline
 from dccaflax import layers
 from dccaflax import models
+from dccaflax import objectives
 from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import sharding
@@ -112,9 +115,12 @@ def synthetic_arrays(n_pairs: int, seed: int = 0,
   return jax.device_put(pieceset.concat_pieces([piece], 'all').arrays)
 
 
-def time_call(fn: Callable[[], object], repeats: int) -> float:
-  """Median seconds of ``fn()`` (blocked until ready) after one warm-up."""
-  jax.block_until_ready(fn())
+def time_call(fn: Callable[[], object], repeats: int,
+              warm_up: bool = True) -> float:
+  """Median seconds of ``fn()`` (blocked until ready), after one warm-up
+  call unless ``warm_up`` is False."""
+  if warm_up:
+    jax.block_until_ready(fn())
   times = []
   for _ in range(max(1, repeats)):
     t0 = time.perf_counter()
@@ -218,6 +224,55 @@ def bench_retrieval(n_queries: int, n_candidates: int, repeats: int,
                       repeats)
   return {'queries': n_queries, 'candidates': n_candidates, 'k': k,
           'latency_s': seconds, 'queries_per_s': n_queries / seconds}
+
+
+def bench_objectives(width: float, batch_size: int, rounds: int,
+                     arrays: Optional[pieceset.Arrays] = None,
+                     with_step: bool = True) -> list[dict]:
+  """Cost of each objective (``objectives.REGISTRY``, default settings).
+
+  ``step_s``: one jitted ``steps.loss_and_grads`` (cut windows in; both
+  towers forward and backward with that objective; no optimizer update);
+  ``loss_s``: the objective alone, value and gradient with respect to the
+  (B, h) tower outputs.  The calls are timed in turn within each round
+  (after one warm-up call each), so a load that comes and goes falls on all
+  objectives alike; the fastest of ``rounds`` (on a shared machine the
+  median measures the scheduler: a 0.5 ms call takes 500 ms at nice 19).
+  ``with_step=False``: the objectives alone (``loss_s`` does not depend on
+  ``width``; the towers' steps take minutes to compile at full width on a
+  CPU).
+
+  Returns:
+    list of dict, one per objective: 'objective', 'width', 'batch',
+    'loss_s', and with the step 'step_s' and 'share' (``loss_s / step_s``).
+  """
+  arrays = synthetic_arrays(batch_size) if arrays is None else arrays
+  model = models.create_model(width=width, level_norm=_LEVEL_NORM)
+  variables = models.init_variables(jax.random.key(0), model)
+  idx = jnp.arange(batch_size, dtype=jnp.int32) % arrays.x.shape[0]
+  sheets, specs = jax.jit(input_pipeline.batch_windows)(arrays, idx)
+  fx, gy = validation.outputs_at(model, variables, arrays, idx)
+  calls = {}
+  for name in objectives.NAMES:
+    objective = objectives.Objective(name)
+    step = jax.jit(functools.partial(steps.loss_and_grads, model=model,
+                                     reg=cca.DEFAULT_REG, objective=objective))
+    loss = jax.jit(jax.value_and_grad(functools.partial(
+        objective.loss, reg=cca.DEFAULT_REG), argnums=(0, 1)))
+    if with_step:
+      calls[name, 'step_s'] = lambda step=step: step(
+          variables['params'], variables['batch_stats'], sheets, specs)
+    calls[name, 'loss_s'] = functools.partial(loss, fx, gy)
+  times = {key: [] for key in calls}
+  jax.block_until_ready([fn() for fn in calls.values()])   # compilation
+  for _ in range(max(1, rounds)):
+    for key, fn in calls.items():
+      times[key].append(time_call(fn, 1, warm_up=False))
+  rows = [{'objective': name, 'width': width, 'batch': batch_size,
+           **{k: min(v) for (n, k), v in times.items()
+              if n == name}} for name in objectives.NAMES]
+  return [{**r, 'share': r['loss_s'] / r['step_s']} if with_step else r
+          for r in rows]
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Optional
 from dccaflax import augment as augment_lib
 from dccaflax import cca
 from dccaflax import level
+from dccaflax import objectives
 from dccaflax import sources
 
 
@@ -63,7 +64,18 @@ class TrainConfig:
   lr_halve_every: int = _setting(25, 'Halve the learning rate every this '
                                  'many epochs.')
   reg: float = _setting(cca.DEFAULT_REG, 'Ridge added to the covariance '
-                        'diagonals (DCCA loss and CCA fit).')
+                        'diagonals (every objective and the CCA fit).')
+  objective: str = _setting(
+      objectives.DEFAULT, 'Training loss of a batch (dccaflax.objectives): ' +
+      '; '.join(f'{name}: {spec.help}'
+                for name, spec in objectives.REGISTRY.items()) + '.',
+      choices=objectives.NAMES)
+  rank_margin: float = _setting(
+      objectives.DEFAULT_MARGIN, 'cca_ranking: margin of the hinge, in '
+      'cosine-similarity units (>= 0).')
+  infonce_temperature: float = _setting(
+      objectives.DEFAULT_TEMPERATURE, 'infonce: temperature dividing the '
+      'cosine similarities (> 0).')
   seed: int = _setting(0, 'Initialisation, data order and augmentation '
                        'seed.')
   collections: str = _setting(
@@ -122,6 +134,7 @@ class TrainConfig:
                        level.check_method(self.level_norm))
     object.__setattr__(self, 'collections', ','.join(
         sources.parse_collections(self.collections)))
+    objectives.check_config(self)
 
   def to_json(self) -> dict:
     """The flat view: every setting by its flag name (``aug_<name>``)."""

@@ -1,9 +1,11 @@
-"""The SGD step: train state, optimizer, DCCA loss, one step or K fused.
+"""The SGD step: train state, optimizer, the objective, one step or K fused.
 
 The recipe (Dorfer, Arzt, Widmer 2016, Sec. 3.1): SGD with momentum 0.9,
 batch 100, learning rate 0.1 halved every 25 epochs, loss = minus the total
 canonical correlation of the two towers' outputs on the batch
-(``cca.dcca_loss``).
+(``cca.dcca_loss``).  The loss is the static ``objective`` argument of every
+step (``objectives.Objective``, from ``TrainConfig.objective``; default the
+paper's), called through ``dccaflax.objectives.REGISTRY``.
 
 Data stay on the device: a ``pieceset.PieceSet`` is put there once and
 every step cuts its batch's windows (``input_pipeline.batch_windows``) from
@@ -20,8 +22,8 @@ nothing but the skip counters.
 Augmentation keys are folded from the run's seed and the step number, so a
 resumed run replays exactly the augmentation of an uninterrupted one.  On
 several devices the batch is split over a data mesh
-(``dccaflax.sharding``); BatchNorm statistics and DCCA covariances stay
-global.
+(``dccaflax.sharding``); BatchNorm statistics and the objective's batch
+statistics (covariances, similarities) stay global.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ import jax.numpy as jnp
 import optax
 
 from dccaflax import augment as augment_lib
-from dccaflax import cca
 from dccaflax import input_pipeline
 from dccaflax import models
+from dccaflax import objectives as objectives_lib
 from dccaflax import pieceset
 
 _OFF = augment_lib.AugmentConfig()   # no augmentation
+_PAPER = objectives_lib.Objective()  # the paper's DCCA loss
 
 
 # --------------------------------------------------------------------------
@@ -120,30 +123,33 @@ def _all_finite(tree) -> jax.Array:
 
 
 def loss_and_grads(params, batch_stats, sheets: jax.Array, specs: jax.Array,
-                   *, model: models.DCCAModel, reg: float):
-  """DCCA loss of one batch, its gradient and the new BatchNorm statistics.
+                   *, model: models.DCCAModel, reg: float,
+                   objective: objectives_lib.Objective = _PAPER):
+  """The objective's loss of one batch, its gradient and the new BatchNorm
+  statistics.
 
   Under ``jit`` with the batch sharded over a device mesh (see
-  ``sharding.data_mesh``), BatchNorm means/variances and the DCCA
-  covariances are reductions over the batch axis of the *global* arrays, so
-  XLA inserts the cross-device all-reduces and the result equals the
-  one-device one.
+  ``sharding.data_mesh``), BatchNorm means/variances and the objective's
+  covariances and similarities are reductions over the batch axis of the
+  *global* arrays, so XLA inserts the cross-device all-reduces and the
+  result equals the one-device one.
 
   Args:
     params, batch_stats: the towers' variables.
     sheets: (B, 40, 100) uint8 windows; specs: (B, 136, 100) float32.
     model: the towers (any compute dtype; outputs are float32).
-    reg: DCCA covariance ridge.
+    reg: covariance ridge of the objective.
+    objective: the loss (default the paper's, ``-cca.total_correlation``).
 
   Returns:
-    ``((loss, new_batch_stats), grads)``: loss () float32 = -total
-    correlation; grads like ``params`` (float32).
+    ``((loss, new_batch_stats), grads)``: loss () float32; grads like
+    ``params`` (float32).
   """
   def loss_fn(p):
     (fx, gy), updates = model.apply(
         {'params': p, 'batch_stats': batch_stats}, sheets, specs,
         train=True, mutable=['batch_stats'])
-    return cca.dcca_loss(fx, gy, reg), updates['batch_stats']
+    return objective.loss(fx, gy, reg), updates['batch_stats']
   return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
 
@@ -185,7 +191,8 @@ def augmented_batch(arrays: pieceset.Arrays, idx: jax.Array, rng: jax.Array,
 def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
           model: models.DCCAModel, optimizer: optax.GradientTransformation,
           reg: float, augment: augment_lib.AugmentConfig, seed: int,
-          batch_sharding) -> tuple[TrainState, dict]:
+          batch_sharding, objective: objectives_lib.Objective
+          ) -> tuple[TrainState, dict]:
   """The body of ``train_step`` and of ``train_chunk`` (traced, not jitted)."""
   idx = _constrain(idx, batch_sharding)
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -193,7 +200,8 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
   sheets = _constrain(sheets, batch_sharding)
   specs = _constrain(specs, batch_sharding)
   (loss, batch_stats), grads = loss_and_grads(
-      state.params, state.batch_stats, sheets, specs, model=model, reg=reg)
+      state.params, state.batch_stats, sheets, specs, model=model, reg=reg,
+      objective=objective)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -214,7 +222,7 @@ def _step(state: TrainState, arrays: pieceset.Arrays, idx: jax.Array,
 def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
            start: jax.Array, count: jax.Array, model, optimizer, reg: float,
            augment: augment_lib.AugmentConfig, seed, max_steps: int,
-           batch_sharding
+           batch_sharding, objective: objectives_lib.Objective
            ) -> tuple[TrainState, dict]:
   """The body of ``train_chunk`` (traced, not jitted): a ``fori_loop`` of
   ``_step`` over rows ``start ... start + count - 1`` of ``order``."""
@@ -226,7 +234,7 @@ def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
     state, metrics = carry
     idx = jax.lax.dynamic_index_in_dim(order, start + i, keepdims=False)
     state, m = _step(state, arrays, idx, model, optimizer, reg, augment, seed,
-                     batch_sharding)
+                     batch_sharding, objective)
     metrics = {k: metrics[k].at[i].set(m[k].astype(metrics[k].dtype))
                for k in metrics}
     return state, metrics
@@ -236,13 +244,14 @@ def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
 
 @functools.partial(jax.jit, static_argnames=(
     'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
-    'batch_sharding'))
+    'batch_sharding', 'objective'))
 def train_chunk(state: TrainState, arrays: pieceset.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
                 augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
-                max_steps: int = 1, batch_sharding=None
+                max_steps: int = 1, batch_sharding=None,
+                objective: objectives_lib.Objective = _PAPER
                 ) -> tuple[TrainState, dict]:
   """``count`` fused SGD steps in one dispatch: batches ``order[start:start +
   count]`` one after the other, exactly as ``count`` calls of ``train_step``.
@@ -259,8 +268,8 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
   batch 32): use ``steps_per_dispatch=1`` there.
 
   Args:
-    state, arrays, model, optimizer, reg, augment, seed, batch_sharding: as
-      ``train_step``.
+    state, arrays, model, optimizer, reg, augment, seed, batch_sharding,
+      objective: as ``train_step``.
     order: (S, B) int32, the epoch's batches (``input_pipeline.epoch_batches``)
       on the device (rows sharded like ``batch_sharding`` on several devices).
     start: () int32, first row of this chunk.
@@ -274,17 +283,19 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
     entries from ``count`` on are NaN / False / -1 (not taken).
   """
   return _chunk(state, arrays, order, start, count, model, optimizer, reg,
-                augment, seed, max_steps, batch_sharding)
+                augment, seed, max_steps, batch_sharding, objective)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
                                              'augment', 'seed',
-                                             'batch_sharding'))
+                                             'batch_sharding', 'objective'))
 def train_step(state: TrainState, arrays: pieceset.Arrays,
                idx: jax.Array, *, model: models.DCCAModel,
                optimizer: optax.GradientTransformation, reg: float,
                augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
-               batch_sharding=None) -> tuple[TrainState, dict]:
+               batch_sharding=None,
+               objective: objectives_lib.Objective = _PAPER
+               ) -> tuple[TrainState, dict]:
   """One SGD step on the pairs ``idx`` of ``arrays``; skips non-finite ones.
 
   The default loop (``steps_per_dispatch=1``); ``train_chunk`` fuses several.
@@ -293,7 +304,8 @@ def train_step(state: TrainState, arrays: pieceset.Arrays,
     state: current ``TrainState``.
     arrays: device ``pieceset.Arrays`` of the training pieces.
     idx: (B,) int32 pair indices.
-    model, optimizer, reg: static; ``reg`` is the DCCA covariance ridge.
+    model, optimizer, reg: static; ``reg`` is the objective's covariance
+      ridge.
     augment: static ``augment.AugmentConfig``; its augmentations (and, when
       ``arrays`` hold R > 1 renderings, each pair's rendering, uniform) are
       drawn from ``fold_in(key(seed), state.step)``, so a replay draws the
@@ -303,16 +315,18 @@ def train_step(state: TrainState, arrays: pieceset.Arrays,
       (``sharding.placement``, ``PartitionSpec('data')``), or None (one
       device): the indices, windows and hence the towers' activations are
       split along the batch axis (static in ``train_chunk``).
+    objective: static ``objectives.Objective``, the loss (default the
+      paper's DCCA).
 
   Returns:
-    ``(new_state, metrics)``: metrics 'loss' () float32 (= -total
-    correlation, NaN/inf when skipped), 'finite' () bool, 'skip_run' ()
+    ``(new_state, metrics)``: metrics 'loss' () float32 (the objective's;
+    NaN/inf when skipped), 'finite' () bool, 'skip_run' ()
     int32.  When the loss or any gradient is non-finite, params,
     batch_stats and opt_state are returned unchanged, ``skipped`` and
     ``skip_run`` grow by one; otherwise ``skip_run`` resets to 0.
   """
   return _step(state, arrays, idx, model, optimizer, reg, augment, seed,
-               batch_sharding)
+               batch_sharding, objective)
 
 
 # --------------------------------------------------------------------------
@@ -331,12 +345,13 @@ def unstack(states: TrainState, k: int) -> TrainState:
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
-                                             'augment'))
+                                             'augment', 'objective'))
 def train_step_models(states: TrainState, arrays: pieceset.Arrays,
                       idx: jax.Array, seeds: jax.Array, *,
                       model: models.DCCAModel,
                       optimizer: optax.GradientTransformation, reg: float,
-                      augment: augment_lib.AugmentConfig = _OFF
+                      augment: augment_lib.AugmentConfig = _OFF,
+                      objective: objectives_lib.Objective = _PAPER
                       ) -> tuple[TrainState, dict]:
   """One SGD step of each of K models in one call (``jax.vmap`` of the step).
 
@@ -351,31 +366,33 @@ def train_step_models(states: TrainState, arrays: pieceset.Arrays,
     arrays: device ``Arrays`` shared by all models.
     idx: (K, B) int32, each model's batch.
     seeds: (K,) int32, each model's seed (traced: one compiled step for any).
-    model, optimizer, reg, augment: static, as ``train_step``.
+    model, optimizer, reg, augment, objective: static, as ``train_step``.
 
   Returns:
     ``(new_states, metrics)``, metrics as ``train_step``'s with a leading
     axis of K.
   """
   step = lambda state, i, seed: _step(state, arrays, i, model, optimizer,
-                                      reg, augment, seed, None)
+                                      reg, augment, seed, None, objective)
   return jax.vmap(step)(states, idx, seeds)
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
-                                             'augment', 'max_steps'))
+                                             'augment', 'max_steps',
+                                             'objective'))
 def train_chunk_models(states: TrainState, arrays: pieceset.Arrays,
                        orders: jax.Array, start: jax.Array,
                        count: jax.Array, seeds: jax.Array, *,
                        model: models.DCCAModel,
                        optimizer: optax.GradientTransformation, reg: float,
                        augment: augment_lib.AugmentConfig = _OFF,
-                       max_steps: int = 1
+                       max_steps: int = 1,
+                       objective: objectives_lib.Objective = _PAPER
                        ) -> tuple[TrainState, dict]:
   """``train_chunk`` for K models side by side (``jax.vmap`` of the chunk).
 
   Args:
-    states, arrays, seeds, model, optimizer, reg, augment: as
+    states, arrays, seeds, model, optimizer, reg, augment, objective: as
       ``train_step_models``.
     orders: (K, S, B) int32, each model's epoch order on the device.
     start, count, max_steps: as ``train_chunk`` (the same for all models).
@@ -386,5 +403,5 @@ def train_chunk_models(states: TrainState, arrays: pieceset.Arrays,
   """
   chunk = lambda state, order, seed: _chunk(
       state, arrays, order, start, count, model, optimizer, reg, augment,
-      seed, max_steps, None)
+      seed, max_steps, None, objective)
   return jax.vmap(chunk)(states, orders, seeds)

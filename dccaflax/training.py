@@ -53,6 +53,7 @@ from dccaflax import config as config_lib
 from dccaflax import validation
 from dccaflax import input_pipeline
 from dccaflax import models
+from dccaflax import objectives
 from dccaflax import pieceset
 from dccaflax import presentation
 from dccaflax import sharding
@@ -243,7 +244,7 @@ class Stepper:
   def __init__(self, config, model, optimizer, augment, place, seeds):
     self.config, self.place, self.seeds = config, place, list(seeds)
     kw = dict(model=model, optimizer=optimizer, reg=config.reg,
-              augment=augment)
+              augment=augment, objective=objectives.from_config(config))
     spd = config.steps_per_dispatch
     if len(seeds) == 1:
       kw.update(seed=seeds[0], batch_sharding=place.batch)

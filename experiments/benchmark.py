@@ -2,6 +2,8 @@ r"""Speed of training, embedding and retrieval on this machine's accelerator.
 
   python -m experiments.benchmark [--width 1.0] [--out bench.json] [--quick] \
       [--torch_peer PEER.py]
+  python -m experiments.benchmark --objectives [--width 1.0] \
+      [--batch_sizes 100] [--repeats 5] [--noobjective_steps]
 
 Measures, on synthetic device arrays shaped like the real ones (no data
 needed; the numbers do not depend on the content):
@@ -24,6 +26,16 @@ Every number is the median of ``--repeats`` timed calls after a warm-up call
 narrow towers, one batch size, few repeats, smaller candidate sets (a smoke
 run for a CPU; about a minute or two).
 
+``--objectives`` measures instead what each training objective
+(``dccaflax.objectives``, ``--objective`` of ``experiments.train``) costs per
+step, at ``--width`` and the first of ``--batch_sizes``: the objective's loss
+and gradient alone on the (B, 32) tower outputs, and
+``steps.loss_and_grads`` with it (the step without window cutting and
+optimizer update); the objectives are timed in turn in each of ``--repeats``
+rounds, so that they share the machine's conditions, and the fastest round
+counts.
+``--noobjective_steps``: the objectives alone (no towers' step to compile).
+
 ``--torch_peer PATH`` also runs a PyTorch peer script of the paper's model
 (one that prints JSON lines of pairs/s; needs torch and a CUDA GPU; not part
 of this project) in the same call and prints our
@@ -41,6 +53,7 @@ import json
 
 from absl import app
 from absl import flags
+import jax
 
 from dccaflax import benchmark
 
@@ -90,11 +103,38 @@ _CPU = flags.DEFINE_bool('cpu', False, 'The CPU preset: the paper\'s width, '
                          'call, one model, 2 repeats, 16,000 candidates '
                          '(about 10 minutes on 2 cores with --stock_layers '
                          'and the peer).')
+_OBJECTIVES = flags.DEFINE_bool('objectives', False, 'Instead: the cost '
+                                'per step of each training objective '
+                                '(dccaflax.objectives) at --width and the '
+                                'first of --batch_sizes, --repeats rounds.')
+_OBJECTIVE_STEPS = flags.DEFINE_bool(
+    'objective_steps', True, 'With --objectives: also time the towers\' step '
+    'with each objective (at full width on a 2-core CPU, about ten minutes '
+    'of compilation); --noobjective_steps: the objectives alone.')
+
+
+def objectives_table(rows) -> str:
+  """``benchmark.bench_objectives``'s rows as a Markdown table."""
+  lines = [f'tower width {rows[0]["width"]:g}, batch {rows[0]["batch"]}, '
+           f'{jax.devices()[0].platform}; fastest of the rounds (ms)', '',
+           '| objective | loss + gradient alone | loss_and_grads (towers '
+           'forward + backward) | share of the step |', '|---|---|---|---|']
+  lines += [f'| {r["objective"]} | {r["loss_s"] * 1e3:.2f} | '
+            + (f'{r["step_s"] * 1e3:.0f} | {r["share"]:.2%} |'
+               if 'step_s' in r else 'not timed | |') for r in rows]
+  return '\n'.join(lines)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _OBJECTIVES.value:
+    rows = benchmark.bench_objectives(_WIDTH.value, int(_BATCH_SIZES.value[0]),
+                                      _REPEATS.value,
+                                      with_step=_OBJECTIVE_STEPS.value)
+    print(objectives_table(rows))
+    _write(rows)
+    return
   if _QUICK.value or _CPU.value:
     settings = dict(benchmark.PRESETS['quick' if _QUICK.value else 'cpu'])
     if _DTYPES.present:
@@ -119,6 +159,11 @@ def main(argv):
       result['torch_peer'] = peer
       result['torch_ratio'] = benchmark.peer_ratios(result['train'], peer)
   print(benchmark.format_table(result))
+  _write(result)
+
+
+def _write(result) -> None:
+  """``result`` as JSON to ``--out``, if given."""
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       json.dump(result, f, indent=2)

@@ -2,6 +2,10 @@
 (no timing thresholds: tests never time things)."""
 
 import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +58,26 @@ def test_torch_peer_is_skipped_without_torch(tmp_path, capsys):
     pytest.skip('torch is installed here: the peer really runs instead')
   assert benchmark.run_torch_peer(str(tmp_path / 'peer.py')) is None
   assert 'torch is not installed' in capsys.readouterr().out
+
+
+def test_objective_cost_command_runs_at_tiny_sizes(tmp_path):
+  """``experiments.benchmark --objectives`` (a subprocess: its flags would
+  clash with other entry points' in this process): a row per objective."""
+  from dccaflax import objectives  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'objectives.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--objectives',
+       '--width=0.125', '--batch_sizes=8', '--repeats=2', f'--out={out}'],
+      capture_output=True, text=True, check=False, timeout=900,
+      cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())
+  assert [r['objective'] for r in rows] == list(objectives.NAMES)
+  for r in rows:
+    assert (r['width'], r['batch']) == (0.125, 8)
+    assert r['loss_s'] > 0 and r['step_s'] > 0, r
+    assert r['share'] == r['loss_s'] / r['step_s']
+    assert f'| {r["objective"]} |' in proc.stdout, proc.stdout
+  alone = benchmark.bench_objectives(0.125, 8, rounds=1, with_step=False)
+  assert [set(r) for r in alone] == [{'objective', 'width', 'batch',
+                                      'loss_s'}] * len(objectives.NAMES)

@@ -36,8 +36,9 @@ def correlated_views(n, h, seed=0, offset=0.0):
   return fx, gy
 
 
-def reference_total_correlation(fx, gy, reg=REG):
-  """float64 NumPy: eigh-based inverse square roots, then SVD (paper's T)."""
+def reference_whitening(fx, gy, reg=REG):
+  """float64 NumPy, the paper's formulation: centred views ``fc``, ``gc``,
+  eigh-based ``Sxx^{-1/2}``, ``Syy^{-1/2}`` and ``T`` between them."""
   fx = np.asarray(fx, np.float64)
   gy = np.asarray(gy, np.float64)
   n = fx.shape[0]
@@ -50,8 +51,14 @@ def reference_total_correlation(fx, gy, reg=REG):
     w, q = np.linalg.eigh(s)
     return (q / np.sqrt(w)) @ q.T
 
-  t = inv_sqrt(sxx) @ sxy @ inv_sqrt(syy)
-  return np.linalg.svd(t, compute_uv=False)
+  wx, wy = inv_sqrt(sxx), inv_sqrt(syy)
+  return fc, gc, wx, wy, wx @ sxy @ wy
+
+
+def reference_total_correlation(fx, gy, reg=REG):
+  """float64 NumPy: eigh-based inverse square roots, then SVD (paper's T)."""
+  return np.linalg.svd(reference_whitening(fx, gy, reg)[-1],
+                       compute_uv=False)
 
 
 def degenerate(kind, n=64, h=6):
@@ -100,12 +107,11 @@ def test_total_correlation_float64_and_low_precision_inputs():
   np.testing.assert_allclose(float(got), ref, rtol=2e-2)
 
 
-def _directional_fd_check(fx, gy, reg, seed=0, eps=1e-6, n_dirs=4):
-  """float64 autodiff vs central differences along random directions."""
-  f = jax.jit(lambda a, b: cca.total_correlation(a, b, reg))
-  grad = jax.jit(jax.grad(lambda a, b: cca.total_correlation(a, b, reg),
-                          argnums=(0, 1)))
-  gx, gg = grad(fx, gy)
+def directional_fd_check(loss, fx, gy, seed=0, eps=1e-6, n_dirs=4):
+  """float64 autodiff of ``loss(fx, gy)`` vs central differences along
+  random directions."""
+  f = jax.jit(loss)
+  gx, gg = jax.jit(jax.grad(loss, argnums=(0, 1)))(fx, gy)
   assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gg))
   rng = np.random.default_rng(seed)
   for _ in range(n_dirs):
@@ -126,7 +132,8 @@ def test_gradient_matches_finite_differences_float64(kind):
       fx, gy = (a.astype(np.float64) for a in degenerate(kind, n=40, h=4))
     fx, gy = jnp.asarray(fx), jnp.asarray(gy)
     assert fx.dtype == jnp.float64
-    _directional_fd_check(fx, gy, REG)
+    directional_fd_check(lambda a, b: cca.total_correlation(a, b, REG),
+                         fx, gy)
 
 
 def test_float32_gradient_close_to_float64():
@@ -167,13 +174,9 @@ def test_degenerate_batches_have_finite_loss_and_gradient(kind):
     assert 0.0 < -float(loss) < h - 1
 
 
-def test_all_linalg_matmuls_run_at_highest_precision():
-  """Every dot_general in the value-and-grad graph asks for HIGHEST."""
-  fx, gy = correlated_views(16, 3, seed=7)
-  jaxpr = jax.make_jaxpr(jax.value_and_grad(cca.total_correlation,
-                                            argnums=(0, 1)))(
-                                                fx.astype(np.float32),
-                                                gy.astype(np.float32))
+def assert_matmuls_at_highest(fn, *args):
+  """Every dot_general in the graph of ``fn(*args)`` asks for HIGHEST."""
+  jaxpr = jax.make_jaxpr(fn)(*args)
   precisions = []
   try:
     from jax.extend.core import jaxprs_in_params
@@ -194,6 +197,14 @@ def test_all_linalg_matmuls_run_at_highest_precision():
     assert p is not None
     ps = p if isinstance(p, tuple) else (p,)
     assert all(q == highest for q in ps), p
+
+
+def test_all_linalg_matmuls_run_at_highest_precision():
+  """Every dot_general in the value-and-grad graph asks for HIGHEST."""
+  fx, gy = correlated_views(16, 3, seed=7)
+  assert_matmuls_at_highest(
+      jax.value_and_grad(cca.total_correlation, argnums=(0, 1)),
+      fx.astype(np.float32), gy.astype(np.float32))
 
 
 # --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def test_flagfiles_parse_into_configs():
   assert paper['width'] == 1.0 and paper['batch_size'] == 100
   assert paper['aug_gain_curve_db'] == 0 and paper['renderings'] == 'primary'
   assert {c['level_norm'] for c in configs.values()} == {'peak'}
+  assert {c['objective'] for c in configs.values()} == {'dcca'}
   beyond = configs['experiments/nottingham_renderings.flags']
   assert beyond['renderings'] == 'all' and beyond['level_norm'] == 'peak'
   assert beyond['aug_gain_curve_db'] > 0

@@ -11,9 +11,9 @@ import sys
 _LIB = pathlib.Path(__file__).resolve().parents[1] / 'dccaflax'
 
 # What dccaflax.config may import from the library: the CCA defaults, the
-# level-normalisation methods, the augmentation registry and the data-source
-# names.
-_CONFIG_IMPORTS = {'augment', 'cca', 'level', 'sources'}
+# level-normalisation methods, the augmentation registry, the objectives'
+# registry and the data-source names.
+_CONFIG_IMPORTS = {'augment', 'cca', 'level', 'objectives', 'sources'}
 
 
 def _library_imports(module: str) -> set[str]:
@@ -36,6 +36,7 @@ def _library_imports(module: str) -> set[str]:
 def test_config_imports_only_leaf_modules():
   assert _library_imports('config') == _CONFIG_IMPORTS
   assert not _library_imports('sources')
+  assert _library_imports('objectives') == {'cca'}
   # Below config, transitively: neither config (no cycle) nor the pipeline
   # or the model.
   seen, todo = set(), set(_CONFIG_IMPORTS)

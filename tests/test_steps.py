@@ -2,6 +2,7 @@
 bfloat16 convolutions learn, models side by side equal single runs, and data
 parallelism over several devices equals one device."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from dccaflax import augment
 from dccaflax import cca
 from dccaflax import input_pipeline as ip
 from dccaflax import models
+from dccaflax import objectives
 from dccaflax import pieceset
 from dccaflax import steps
 from dccaflax import training
@@ -149,6 +151,29 @@ def test_bfloat16_steps_are_finite_and_learn(synthetic_data):
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
   assert np.mean(m2['loss']) < np.mean(m['loss'][:3]) - 0.1, (m, m2)
   assert probe_corr(state) > probe_corr(state0) + 0.3
+
+
+def test_the_step_computes_the_chosen_objective(synthetic_data):
+  """``loss_and_grads`` with ``objective`` returns that objective's loss of
+  the towers' (training-mode) outputs, which the three objectives tell
+  apart; its gradient is finite and not zero."""
+  config, _, arrays, model, _, state = _tiny_setup(
+      synthetic_data, objective='infonce', infonce_temperature=0.2)
+  sheets, specs = jax.jit(ip.batch_windows)(
+      arrays, jnp.arange(config.batch_size, dtype=jnp.int32))
+  (fx, gy), _ = model.apply(state.variables, sheets, specs, train=True,
+                            mutable=['batch_stats'])
+  chosen = objectives.from_config(config)
+  (loss, _), grads = jax.jit(functools.partial(
+      steps.loss_and_grads, model=model, reg=config.reg, objective=chosen))(
+          state.params, state.batch_stats, sheets, specs)
+  values = {name: float(objectives.Objective(name).loss(fx, gy, config.reg))
+            for name in objectives.NAMES}
+  values['chosen'] = float(chosen.loss(fx, gy, config.reg))
+  np.testing.assert_allclose(float(loss), values['chosen'], rtol=1e-5)
+  assert len({round(v, 4) for v in values.values()}) == 4, values
+  norm = np.sqrt(sum(float(jnp.sum(g * g)) for g in jax.tree.leaves(grads)))
+  assert np.isfinite(norm) and norm > 0
 
 
 def _update_err(new, ref, start) -> float:

@@ -19,6 +19,7 @@ from dccaflax import config as config_lib
 from dccaflax import validation
 from dccaflax import input_pipeline as ip
 from dccaflax import models
+from dccaflax import objectives
 from dccaflax import pieceset
 from dccaflax import retrieval
 from dccaflax import steps
@@ -91,6 +92,32 @@ def test_resume_gives_the_parameters_of_an_uninterrupted_run(
                (straight.params, straight.batch_stats, straight.opt_state))
   with open(tmp_path / checkpoints.HISTORY_FILE) as f:
     assert [json.loads(line)['epoch'] for line in f] == [2, 4]
+
+
+@pytest.mark.parametrize('name', objectives.NAMES)
+def test_every_objective_trains_end_to_end(name, synthetic_data, tmp_path):
+  """One epoch (8 steps) and its evaluation with each objective: the step
+  computes that objective's loss (its range tells them apart) and the
+  validation, the same CCA fit and cosine ranking for all, works.  The
+  compiled step of 'dcca' is the other tiny runs' (same model, optimizer
+  and objective); each other objective compiles its own."""
+  config = tiny_train_config(synthetic_data, objective=name, epochs=1,
+                             eval_every=1)
+  state = training.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == 8 and int(state.skipped) == 0
+  assert checkpoints.read_config(str(tmp_path)).objective == name
+  with open(tmp_path / checkpoints.HISTORY_FILE) as f:
+    (row,) = [json.loads(line) for line in f]
+  assert all(np.isfinite(v) for v in row.values()), row
+  loss, h, n = row['train/loss'], config.out_dim, config.batch_size
+  if name == objectives.DCCA:         # minus a sum of h correlations
+    assert -h < loss < 0, row
+  elif name == objectives.CCA_RANKING:  # two mean hinges
+    assert 0 < loss < 2 * (config.rank_margin + 2), row
+  else:                               # two cross-entropies over n
+    assert 0 < loss < np.log(n) + 2 / config.infonce_temperature, row
+  assert 0 < row['train/corr'] <= h
+  assert 0 <= row['val/a2s_R@10'] <= 100
 
 
 def test_renderings_arg():
