@@ -59,8 +59,11 @@ def test_shipped_config_reads_back_identically():
   config = config_lib.TrainConfig.from_json(raw)
   flat = config.to_json()
   assert {k: flat[k] for k in raw} == raw
-  # an augmentation added since is off
-  assert all(flat[k] == 0 for k in set(flat) - set(raw))
+  # a setting added since reads as its default; an augmentation is off
+  added = set(flat) - set(raw)
+  defaults = config_lib.TrainConfig().to_json()
+  assert {k: flat[k] for k in added} == {k: defaults[k] for k in added}
+  assert all(flat[k] == 0 for k in added if k.startswith('aug_'))
   assert config.augment == augment.AugmentConfig()
 
 
