@@ -19,16 +19,6 @@ for _name, _value in (('JAX_COMPILATION_CACHE_DIR', _JAX_CACHE),
                       ('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')):
   os.environ.setdefault(_name, _value)
 
-# The tests' XLA compiles for the CPU without LLVM's optimisations (XLA's own
-# HLO passes, fusion included, are unchanged): the suite spends most of its
-# time compiling small towers and steps once, not running them, and this
-# halves that (tests/test_layers.py: 67 -> 35 CPU-seconds).  Commands the
-# tests start inherit it.  A run that names the level itself keeps its own
-# (XLA's default is 3: ``XLA_FLAGS=--xla_backend_optimization_level=3``).
-if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = ' '.join(filter(None, (
-      os.environ.get('XLA_FLAGS'), '--xla_backend_optimization_level=0')))
-
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
   # With pytest-xdist the workers inherit the controller's cache folder:
