@@ -324,9 +324,10 @@ print('MULTI_DEVICE_OK')
 
 
 def test_data_parallel_over_4_cpu_devices_equals_one_device():
-  # (added to the run's flags: an instruction-set limit stays in force)
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=' '.join(filter(None, (
-      os.environ.get('XLA_FLAGS'), '--xla_force_host_platform_device_count=4'))))
+  # Added to the run's flags: an instruction-set limit stays in force.
+  xla_flags = ' '.join(filter(None, (
+      os.environ.get('XLA_FLAGS'), '--xla_force_host_platform_device_count=4')))
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
   out = subprocess.run([sys.executable, '-c', _MULTI_DEVICE], env=env,
                        cwd=os.path.dirname(os.path.dirname(__file__)),
                        capture_output=True, text=True, timeout=600)
