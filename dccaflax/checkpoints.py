@@ -226,12 +226,11 @@ def inference_tree(variables: dict, projection: cca.Projection) -> dict:
 
 
 def inference_target(config: config_lib.TrainConfig) -> dict:
-  """An ``inference_tree`` of the structure ``config``'s model has (fresh
-  variables, a zero projection): the restore target of the 'model' item."""
-  variables = models.init_variables(jax.random.key(0),
-                                    models.from_config(config))
+  """An ``inference_tree`` of the structure ``config``'s model has (shapes
+  and dtypes only): the restore target of the 'model' item."""
+  variables = models.variable_shapes(models.from_config(config))
   k = config.out_dim
-  zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+  zeros = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
   projection = cca.Projection(mean_x=zeros(k), mean_y=zeros(k),
                               U=zeros(k, k), V=zeros(k, k), corr=zeros(k))
   return inference_tree(variables, projection)

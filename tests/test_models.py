@@ -31,34 +31,11 @@ def _jit_apply(model, train, method=None):
   return jax.jit(functools.partial(model.apply, train=train, **kw))
 
 
-def _numpy_init(model, seed=0):
-  """Variables with ``model.init``'s tree, filled from NumPy.
-
-  Compiling ``model.init`` (random initialisers for 18 convs) takes several
-  seconds on a busy 2-core CPU; ``eval_shape`` gives the tree for free.
-  Kernels ~ N(0, 1/fan_in) (LeCun normal), BN scale 1, bias 0, mean 0, var 1.
-  """
-  sheets, specs = _inputs(1)
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), sheets, specs, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path[-1:])
-    if 'kernel' in name:
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return rng.normal(0, fan_in ** -0.5, leaf.shape).astype(np.float32)
-    value = 1.0 if ('scale' in name or 'var' in name) else 0.0
-    return np.full(leaf.shape, value, np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope='module')
 def quarter():
   """Width-0.25 model and its variables (built once)."""
   model = models.create_model(width=0.25)
-  return model, _numpy_init(model)
+  return model, models.init_variables(jax.random.key(0), model)
 
 
 def _tower_params(widths, out_dim, cin=1):
@@ -70,6 +47,42 @@ def _tower_params(widths, out_dim, cin=1):
     cin = w
   total += 1 * 1 * cin * out_dim + 2 * out_dim   # 1x1 conv + BN
   return total
+
+
+def test_init_variables_are_flax_init_with_lecun_normal_kernels():
+  # One draw cut into the kernels (fast to compile) against flax's own
+  # ``model.init``: the same tree, the same BatchNorm values, and kernels
+  # from the same law (LeCun normal: |w| <= 2 sd, sd = fan_in ** -0.5).
+  model = models.create_model(width=0.5)
+  mine = models.init_variables(jax.random.key(0), model)
+  sheets, specs = _inputs(2)
+  flax_init = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), sheets, specs)
+  assert (jax.tree_util.tree_structure(mine)
+          == jax.tree_util.tree_structure(flax_init))
+  assert (jax.tree_util.tree_structure(models.variable_shapes(model))
+          == jax.tree_util.tree_structure(mine))
+  kernels = []
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(mine),
+                          jax.tree_util.tree_leaves(flax_init)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype == np.float32, path
+    if 'kernel' not in jax.tree_util.keystr(path):
+      np.testing.assert_array_equal(a, b)
+      continue
+    sd = np.prod(a.shape[:-1]) ** -0.5
+    assert np.abs(a).max() <= 2 * sd / 0.8796 * (1 + 1e-5), path
+    if a.size >= 1000:   # sample sd within 10 % (> 7 standard errors)
+      assert abs(a.std() / sd - 1) < 0.1 and abs(b.std() / sd - 1) < 0.1
+      assert abs(a.mean()) < 0.1 * sd, path
+    kernels.append(a.ravel())
+  # Each kernel its own part of the draw: no two start alike.
+  firsts = np.array([k[:4] for k in kernels])
+  assert len(np.unique(firsts, axis=0)) == len(kernels)
+  # Another key, other kernels.
+  other = models.init_variables(jax.random.key(1), model)
+  assert not np.allclose(jax.tree_util.tree_leaves(other)[-1],
+                         jax.tree_util.tree_leaves(mine)[-1])
 
 
 def test_full_model_param_count():
