@@ -230,9 +230,9 @@ def inference_target(config: config_lib.TrainConfig) -> dict:
   and dtypes only): the restore target of the 'model' item."""
   variables = models.variable_shapes(models.from_config(config))
   k = config.out_dim
-  zeros = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  projection = cca.Projection(mean_x=zeros(k), mean_y=zeros(k),
-                              U=zeros(k, k), V=zeros(k, k), corr=zeros(k))
+  f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+  projection = cca.Projection(mean_x=f32(k), mean_y=f32(k),
+                              U=f32(k, k), V=f32(k, k), corr=f32(k))
   return inference_tree(variables, projection)
 
 
