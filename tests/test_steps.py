@@ -63,6 +63,8 @@ def test_fused_steps_equal_step_by_step(synthetic_data):
                                  np.int32(count), max_steps=3, **kw)
     assert m['loss'].shape == (3,)
     np.testing.assert_allclose(m['loss'][0], plain['loss'], rtol=1e-5)
+    if start == 0:   # from the same initial state: the same loss, exactly
+      assert m['loss'][0] == plain['loss']
     fused_losses += list(np.asarray(m['loss'])[:count])
     assert np.all(np.asarray(m['skip_run'])[count:] == -1)
   assert int(fused.step) == 7 and int(fused.skipped) == 0
