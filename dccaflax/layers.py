@@ -54,7 +54,7 @@ def use_cpu_kernels(flag: Optional[bool] = None) -> bool:
   Several (simulated) CPU devices keep XLA's layers: with the batch split
   over a 4-device mesh, the gradients of a step with these layers differed
   from one device's by 20 % (the loss agreed, and each layer alone agreed
-  when sharded; ``tests/test_steps.py``), which is not understood yet.
+  when sharded; ``tests/test_sharding.py``), which is not understood yet.
   """
   if flag is not None:
     return bool(flag)

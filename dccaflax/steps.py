@@ -243,13 +243,13 @@ def _chunk(state: TrainState, arrays: pieceset.Arrays, order: jax.Array,
 
 
 @functools.partial(jax.jit, static_argnames=(
-    'model', 'optimizer', 'reg', 'augment', 'seed', 'max_steps',
-    'batch_sharding', 'objective'))
+    'model', 'optimizer', 'reg', 'augment', 'max_steps', 'batch_sharding',
+    'objective'))
 def train_chunk(state: TrainState, arrays: pieceset.Arrays,
                 order: jax.Array, start: jax.Array, count: jax.Array, *,
                 model: models.DCCAModel,
                 optimizer: optax.GradientTransformation, reg: float,
-                augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
+                augment: augment_lib.AugmentConfig = _OFF, seed: int,
                 max_steps: int = 1, batch_sharding=None,
                 objective: objectives_lib.Objective = _PAPER
                 ) -> tuple[TrainState, dict]:
@@ -287,12 +287,12 @@ def train_chunk(state: TrainState, arrays: pieceset.Arrays,
 
 
 @functools.partial(jax.jit, static_argnames=('model', 'optimizer', 'reg',
-                                             'augment', 'seed',
-                                             'batch_sharding', 'objective'))
+                                             'augment', 'batch_sharding',
+                                             'objective'))
 def train_step(state: TrainState, arrays: pieceset.Arrays,
                idx: jax.Array, *, model: models.DCCAModel,
                optimizer: optax.GradientTransformation, reg: float,
-               augment: augment_lib.AugmentConfig = _OFF, seed: int = 0,
+               augment: augment_lib.AugmentConfig = _OFF, seed: int,
                batch_sharding=None,
                objective: objectives_lib.Objective = _PAPER
                ) -> tuple[TrainState, dict]:
@@ -310,7 +310,9 @@ def train_step(state: TrainState, arrays: pieceset.Arrays,
       ``arrays`` hold R > 1 renderings, each pair's rendering, uniform) are
       drawn from ``fold_in(key(seed), state.step)``, so a replay draws the
       same ones.
-    seed: static base seed of the augmentation keys.
+    seed: base seed of the augmentation keys, () int, required (traced:
+      one compiled step serves every seed, as in ``train_step_models``; a
+      Python default would be a constant, another program).
     batch_sharding: ``NamedSharding`` of a batch over a device mesh
       (``sharding.placement``, ``PartitionSpec('data')``), or None (one
       device): the indices, windows and hence the towers' activations are

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source experiments/env.sh
 # Two workers (pytest-xdist; $DCCAFLAX_TEST_WORKERS to change, 0 for none),
 # each test file on one worker: many tests spend their time compiling on
-# one core.
+# one core.  The longest files first, in the order tests/conftest.py sets.
 exec python3 -m pytest -q -p no:cacheprovider --durations=20 \
-  -n "${DCCAFLAX_TEST_WORKERS:-2}" --dist loadfile tests "$@"
+  -n "${DCCAFLAX_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder \
+  tests "$@"

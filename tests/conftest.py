@@ -13,17 +13,40 @@ import pytest
 # starts (they inherit the environment): many tests compile the same small
 # towers and steps.  A new folder per session, so nothing compiled on another
 # machine or by other code is ever read.  Set before any test imports JAX.
-_JAX_CACHE = tempfile.mkdtemp(prefix='dccaflax_test_jax_cache_')
-for _name, _value in (('JAX_COMPILATION_CACHE_DIR', _JAX_CACHE),
-                      ('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0'),
+# The pytest-xdist workers inherit the controller's folder (and make none).
+_JAX_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _JAX_CACHE = tempfile.mkdtemp(prefix='dccaflax_test_jax_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _JAX_CACHE
+for _name, _value in (('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0'),
                       ('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')):
   os.environ.setdefault(_name, _value)
 
 
+# The files that take longest, in CPU seconds of a whole run on 2 cores
+# (per-test CPU time, session 7), run first: under ``--dist loadfile`` a
+# worker takes the next file when it is done, so a long file started last
+# keeps one core busy while the other idles (pytest-xdist's default order,
+# most tests first, put the 1-test files of 60-110 s last;
+# ``run_tests.sh`` turns that off).  Other files follow in name order.
+_LONG_FILES = {
+    'test_training.py': 240, 'test_steps.py': 200, 'test_identify.py': 156,
+    'test_gpu_run.py': 110, 'test_benchmark.py': 100,
+    'test_robust_eval.py': 95, 'test_level.py': 92, 'test_query.py': 84,
+    'test_notebook.py': 70, 'test_sharding.py': 65,
+    'test_input_pipeline.py': 55, 'test_piece_cache.py': 51,
+    'test_layers.py': 51, 'test_collections.py': 47,
+}
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  items.sort(key=lambda item: -_LONG_FILES.get(item.path.name, 0))
+
+
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
-  # With pytest-xdist the workers inherit the controller's cache folder:
-  # the controller, last to finish, removes it.
-  if not hasattr(session.config, 'workerinput'):
+  # The process that made the folder (the controller, last to finish)
+  # removes it; a folder the caller named is theirs.
+  if _JAX_CACHE is not None and not hasattr(session.config, 'workerinput'):
     shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 

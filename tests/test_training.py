@@ -1,7 +1,7 @@
 """Training: learning, exact resume, renderings, skipped non-finite steps,
 evaluation, checkpoints and time budgets (training, evaluation, checkpoints).
 The compiled steps themselves (fused, bfloat16, several models, several
-devices) are tested in test_steps.py."""
+devices) are tested in test_steps.py and test_sharding.py."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dccaflax import augment
 from dccaflax import cca
 from dccaflax import checkpoints
 from dccaflax import config as config_lib
@@ -129,23 +130,24 @@ def test_renderings_arg():
 
 
 def test_steps_draw_a_rendering_per_pair():
-  """With R renderings each step trains on a random one per pair: the same
-  step on arrays whose extra rows repeat row 0 equals the one-rendering
-  step exactly, and differs with real extra renderings."""
+  """With R renderings each step trains on a random one per pair: the
+  windows a step cuts (``steps.augmented_batch``, what ``train_step`` feeds
+  the towers) from arrays whose extra rows repeat row 0 equal the
+  one-rendering windows exactly; with real extra renderings a part of the
+  pairs, about 2/3, come from another rendering."""
   pieces = [with_synthetic_renderings(p) for p in synthetic_split(1, 4)]
   three = pieceset.concat_pieces(pieces, 'all').arrays
   one = pieceset.concat_pieces(pieces).arrays
   same = three._replace(frame=np.repeat(three.frame[:1], 3, 0),
                         step=np.repeat(three.step[:1], 3, 0))
-  model = models.create_model(width=0.125, out_dim=8)
-  optimizer = steps.make_optimizer(0.1, 0.9, 25, 10)
-  state = steps.create_train_state(jax.random.key(0), model, optimizer)
-  idx = np.arange(32, dtype=np.int32)
-  step = lambda a: steps.train_step(
-      state, jax.device_put(a), idx, model=model, optimizer=optimizer,
-      reg=1e-3, seed=5)[1]['loss']
-  assert float(step(same)) == float(step(one))
-  assert float(step(three)) != float(step(one))
+  idx = np.arange(64, dtype=np.int32)
+  rng = jax.random.fold_in(jax.random.key(5), 0)   # seed 5, step 0
+  cut = jax.jit(steps.augmented_batch, static_argnames='augment')
+  windows = lambda a: np.asarray(cut(jax.device_put(a), idx, rng,
+                                     augment=augment.AugmentConfig())[1])
+  np.testing.assert_array_equal(windows(same), windows(one))
+  moved = np.any(windows(three) != windows(one), axis=(1, 2))
+  assert 0.4 < moved.mean() < 0.9, moved.mean()
 
 
 def test_training_on_prepared_renderings(prepared_renderings, tmp_path):
