@@ -44,9 +44,9 @@ def pytest_collection_modifyitems(session, config, items):  # pylint: disable=un
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
-  # The process that made the folder (the controller, last to finish)
-  # removes it; a folder the caller named is theirs.
-  if _JAX_CACHE is not None and not hasattr(session.config, 'workerinput'):
+  # The process that made the folder (the controller, last to finish; the
+  # workers inherit it) removes it; a folder the caller named is theirs.
+  if _JAX_CACHE is not None:
     shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
