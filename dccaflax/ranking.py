@@ -56,8 +56,9 @@ def rank_of_score(scores, score) -> int:
   """1-based rank of ``score`` among ``scores``; ties count against it.
 
   The tie rule of ``retrieval.partner_ranks`` for a single query: every
-  entry at least as high as ``score`` is ranked ahead of it, so with
-  ``score = scores[i]`` the rank is ``1 + #{j != i : scores[j] >= score}``.
+  entry not below ``score`` is ranked ahead of it (ties and NaN), so with
+  ``score = scores[i]`` the rank is ``1 + #{j != i : not scores[j] < score}``,
+  and a NaN ``score`` ranks last.
 
   Args:
     scores: ``(C,)`` scores of all candidates, the scored one included.
@@ -66,7 +67,7 @@ def rank_of_score(scores, score) -> int:
   Returns:
     int in ``[1, C]`` when ``score`` is one of ``scores``.
   """
-  return int(np.sum(np.asarray(scores) >= score))
+  return int(np.sum(~(np.asarray(scores) < score)))
 
 
 def onset_number(index, row: int) -> int:

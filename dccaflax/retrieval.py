@@ -12,9 +12,13 @@ partner is among the first k; MR is the median (1-based) rank of the partner.
 Tie rule (pessimistic, integer, deterministic): a candidate that ties with the
 partner counts as ranked ahead of it::
 
-  rank_i = 1 + #{j != i : sim(q_i, c_j) >= sim(q_i, c_i)}
+  rank_i = 1 + #{j != i : not sim(q_i, c_j) < sim(q_i, c_i)}
 
-so a model that maps everything to one point gets rank C, not 1.
+so a model that maps everything to one point gets rank C, not 1; and a
+similarity that is not a number (NaN embeddings, e.g. from a CCA fit whose
+covariance was not positive definite) is never below the partner's, so a
+NaN partner ranks last (C) and a NaN candidate ranks ahead, never the
+reverse (``>=`` would have ranked every NaN partner first: R@1 100).
 ``partner_ranks`` applies it to many queries at once (JAX);
 ``ranking.rank_of_score`` is the same rule for one query's scores (NumPy).
 """
@@ -73,17 +77,17 @@ def _count_ahead(q: jax.Array, c: jax.Array, partner: jax.Array) -> jax.Array:
     partner: ``(B,)`` int32 index of each query's partner in ``c``.
 
   Returns:
-    ``(B,)`` int32 ``#{j != partner : sim_j >= sim_partner}``.
+    ``(B,)`` int32 ``#{j != partner : not sim_j < sim_partner}``.
   """
   return _ahead_of_partner(jnp.matmul(q, c.T, precision=_HIGHEST), partner)
 
 
 def _ahead_of_partner(sims: jax.Array, partner: jax.Array) -> jax.Array:
-  """``(B,)`` int32 ``#{j != partner : sims_j >= sims_partner}`` of
-  ``(B, C)`` similarities (traced)."""
+  """``(B,)`` int32 ``#{j != partner : not sims_j < sims_partner}`` of
+  ``(B, C)`` similarities (traced): ties and NaN count as ahead."""
   partner_sim = jnp.take_along_axis(sims, partner[:, None], axis=1)
   not_partner = jnp.arange(sims.shape[1])[None, :] != partner[:, None]
-  ahead = (sims >= partner_sim) & not_partner
+  ahead = ~(sims < partner_sim) & not_partner
   return jnp.sum(ahead, axis=1, dtype=jnp.int32)
 
 

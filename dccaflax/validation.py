@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -140,13 +141,21 @@ def validate(model: models.DCCAModel, variables: dict,
   fit's sum of canonical correlations.  R@k, MR and MRR
   ('val/a2s_R@10', ...) are on ``val_idx`` with all of ``val_idx`` as
   candidates; 'val/R@10' and ``BEST_METRIC`` ('val/MRR') are the means of
-  the two directions.
+  the two directions.  A CCA fit that is not finite (a float32 covariance
+  not positive definite: tower outputs far larger than ``reg``, e.g. a
+  barely trained model in eval mode) is logged and its NaN embeddings rank
+  every partner last (``retrieval``'s tie rule), so it is never the best.
 
   Returns:
     ``(projection, metrics)``, metrics a flat dict of floats.
   """
   projection = fit_projection(model, variables, train_arrays, fit_idx, reg,
                               batch_size)
+  if not np.all(np.isfinite(np.asarray(projection.U))):
+    logging.warning('the CCA fit on %d training pairs is not finite (a '
+                    'covariance not positive definite in float32 with reg '
+                    '%g): every validation partner ranks last', len(fit_idx),
+                    reg)
   fx, gy = tower_outputs(model, variables, val_arrays, val_idx, batch_size)
   px = np.asarray(cca.project_x(projection, fx))
   py = np.asarray(cca.project_y(projection, gy))

@@ -77,6 +77,30 @@ def test_tie_rule_counts_against_query():
       retrieval.rank_metrics(zeros, zeros)['ranks'], [2, 2])
 
 
+def test_nan_embeddings_rank_last_never_first():
+  # A NaN similarity is never below the partner's: a NaN query or partner
+  # ranks last, a NaN candidate ranks ahead (with ``>=`` every NaN query
+  # ranked its partner first: R@1 100 from a CCA fit that had failed).
+  cands = _unit_angles([0, 30, 60, 90, 180])
+  queries = _unit_angles([0, 30, 60, 90])
+  queries[1] = np.nan                          # a NaN query
+  cands[3] = np.nan                            # a NaN candidate
+  m = retrieval.rank_metrics(queries, cands, ks=(1,))
+  # query 0: its partner is best, only the NaN candidate counts ahead -> 2;
+  # query 1 (NaN): all 4 others ahead -> 5; query 2 likewise 2; query 3's
+  # partner is the NaN candidate -> 5.
+  np.testing.assert_array_equal(m['ranks'], [2, 5, 2, 5])
+  views = retrieval.partner_ranks_views(queries[None], cands[None])
+  np.testing.assert_array_equal(views, [2, 5, 2, 5])
+  everything = np.full((3, 4), np.nan, np.float32)
+  both = retrieval.both_directions(everything, everything)
+  for direction in ('a2s', 's2a'):
+    assert both[direction]['R@1'] == 0 and both[direction]['MR'] == 3
+  sims = np.array([0.9, np.nan, 0.5], np.float32)
+  assert ranking.rank_of_score(sims, sims[0]) == 2
+  assert ranking.rank_of_score(sims, sims[1]) == 3
+
+
 def test_metrics_from_ranks_arithmetic():
   ranks = np.array([1, 1, 3, 6, 12, 2])
   m = retrieval.metrics_from_ranks(ranks, n_candidates=100)
