@@ -144,7 +144,8 @@ def validate(model: models.DCCAModel, variables: dict,
   the two directions.  A CCA fit that is not finite (a float32 covariance
   not positive definite: tower outputs far larger than ``reg``, e.g. a
   barely trained model in eval mode) is logged and its NaN embeddings rank
-  every partner last (``retrieval``'s tie rule), so it is never the best.
+  every partner last (``retrieval``'s tie rule), so any epoch with a finite
+  fit beats it to the best checkpoint.
 
   Returns:
     ``(projection, metrics)``, metrics a flat dict of floats.
