@@ -76,8 +76,9 @@ def resolve(model: str | os.PathLike) -> str:
   """A workdir from a path, or from the name of a shipped model.
 
   Args:
-    model: a training workdir (any path that is a folder), or a bare name
-      such as ``'nottingham_paper'`` (``shipped_models()``).
+    model: a training workdir (any path that is a folder, or a folder
+      relative to the repository's root), or a bare name such as
+      ``'nottingham_paper'`` (``shipped_models()``).
 
   Returns:
     The absolute path of the workdir.
@@ -89,6 +90,10 @@ def resolve(model: str | os.PathLike) -> str:
   model = os.fspath(model)
   if os.path.isdir(model):
     return os.path.abspath(model)
+  # as a workdir's config records a folder of the repository (portable_path)
+  if not os.path.isabs(model) and os.path.isdir(os.path.join(REPO_ROOT,
+                                                              model)):
+    return os.path.join(REPO_ROOT, model)
   shipped = shipped_models()
   if os.sep not in model and model in shipped:
     return shipped[model]
@@ -104,7 +109,8 @@ def resolve(model: str | os.PathLike) -> str:
 
 
 class ArchitectureChangedError(ValueError):
-  """Resuming a workdir with other architecture settings than it holds."""
+  """Resuming a workdir, or initialising a run from a model
+  (``warm_start``), with other architecture settings than it holds."""
 
 
 def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
@@ -121,23 +127,17 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
   # A data folder inside the repository is stored relative to its root, so
   # a workdir (a shipped model) names no folder of the machine it ran on.
   new['data_dir'] = portable_path(new['data_dir'])
+  new['init_from'] = portable_path(new['init_from'])
   if os.path.exists(path):
     with open(path) as f:
       # as the run is read back: a setting added since has its default
       stored = config_lib.TrainConfig.from_json(json.load(f))
-    arch_old = config_lib.architecture(stored)
-    arch_new = config_lib.architecture(config)
-    fixed = {k: (arch_old[k], v) for k, v in arch_new.items()
-             if arch_old[k] != v}
+    fixed = _architecture_changes(path, stored, config, 'resuming it')
     if fixed:
       raise ArchitectureChangedError(
-          f'{path} was trained with ' + ', '.join(
-              f'{k}={old!r}' for k, (old, _) in fixed.items()) +
-          '; resuming it with ' + ', '.join(
-              f'{k}={v!r}' for k, (_, v) in fixed.items()) +
-          ' would serve its weights under another architecture. Resume with '
-          'the stored values (drop those flags), or train into a new '
-          '--workdir.')
+          fixed + ' would serve its weights under another architecture. '
+          'Resume with the stored values (drop those flags), or train into a '
+          'new --workdir.')
     old = stored.to_json()
     changed = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
     if changed:
@@ -145,6 +145,21 @@ def write_config(workdir: str, config: config_lib.TrainConfig) -> None:
                       workdir, changed)
   with open(path, 'w') as f:
     json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _architecture_changes(path: str, stored: config_lib.TrainConfig,
+                          config: config_lib.TrainConfig, use: str) -> str:
+  """'' when ``stored`` (the config at ``path``) and ``config`` agree on every
+  architecture setting, else a sentence naming each that differs."""
+  arch_old = config_lib.architecture(stored)
+  fixed = {k: (arch_old[k], v)
+           for k, v in config_lib.architecture(config).items()
+           if arch_old[k] != v}
+  if not fixed:
+    return ''
+  return (f'{path} was trained with ' + ', '.join(
+      f'{k}={old!r}' for k, (old, _) in fixed.items()) + f'; {use} with ' +
+          ', '.join(f'{k}={v!r}' for k, (_, v) in fixed.items()))
 
 
 def read_config(workdir: str) -> config_lib.TrainConfig:
@@ -321,6 +336,37 @@ def restore_checkpoint(directory: str, target_state: Optional[Any],
   # make every jitted function compile again for them.
   return {k: restored[k] if k == 'meta' else jax.tree.map(
       jnp.asarray, jax.device_get(restored[k])) for k in items}
+
+
+def warm_start(state: Any, config: config_lib.TrainConfig) -> Any:
+  """``state`` with the towers of ``config.init_from`` (unchanged if empty).
+
+  Its best checkpoint's parameters and BatchNorm statistics replace those of
+  ``state`` (a fresh ``TrainState``); the step, optimizer state and
+  skip counters stay fresh, so the learning-rate schedule starts again.
+
+  Raises:
+    FileNotFoundError: ``init_from`` is no workdir or shipped model, or has
+      no checkpoint.
+    ArchitectureChangedError: its width, out_dim, dtype or level_norm is not
+      ``config``'s (named in the message).
+  """
+  if not config.init_from:
+    return state
+  workdir = resolve(config.init_from)
+  fixed = _architecture_changes(os.path.join(workdir, CONFIG_FILE),
+                                read_config(workdir), config,
+                                'initialising a run')
+  if fixed:
+    raise ArchitectureChangedError(
+        f'--init_from={config.init_from}: {fixed}, whose weights have other '
+        'shapes or were trained to see another input. Give this run its '
+        'settings (drop those flags) or initialise from another model.')
+  _, variables, _, epoch = restore_model(workdir)
+  logging.info('initialised from %s (epoch %d): parameters and BatchNorm '
+               'statistics', workdir, epoch)
+  return state.replace(params=variables['params'],
+                       batch_stats=variables['batch_stats'])
 
 
 def restore_model(workdir: str, which: str = 'best'

@@ -125,6 +125,13 @@ class TrainConfig:
       'overhead on accelerators.')
   max_consecutive_skips: int = _setting(10, 'Stop after this many non-finite '
                                         'steps in a row.')
+  init_from: str = _setting(
+      '', 'Start from the towers of another model (a training workdir or a '
+      "shipped model's name; its best checkpoint): its parameters and "
+      'BatchNorm statistics, with a fresh optimizer, learning-rate schedule '
+      'and step count.  Its width, out_dim, dtype and level_norm must be '
+      "this run's.  Empty: random initialisation (seed).  A workdir that "
+      'holds a checkpoint resumes from it instead.')
 
   def __post_init__(self):
     # One spelling of the audio input for everything that reads a config

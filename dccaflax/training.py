@@ -348,19 +348,22 @@ class _Run:
     self.fit_idx = validation.fit_indices(n_train, config.fit_pairs,
                                           config.seed)
     self.chief = jax.process_index() == 0
+    state = steps_lib.create_train_state(jax.random.key(config.seed), model,
+                                         optimizer)
+    last_dir = os.path.join(workdir, checkpoints.LAST_DIR)
+    resuming = checkpoints.latest_epoch(last_dir) is not None
+    if not resuming:   # (a bad --init_from fails before anything is written)
+      state = checkpoints.warm_start(state, config)
     os.makedirs(workdir, exist_ok=True)
     if self.chief:
       checkpoints.write_config(workdir, config)
-    state = steps_lib.create_train_state(jax.random.key(config.seed), model,
-                                         optimizer)
     logging.info('model: width %g (%s feature maps), out_dim %d, %s, %d '
                  'params, seed %d', config.width, model.widths,
                  config.out_dim, config.dtype,
                  sum(x.size for x in jax.tree.leaves(state.params)),
                  config.seed)
     self.state, self.epoch, self.best = state, 0, -np.inf
-    last_dir = os.path.join(workdir, checkpoints.LAST_DIR)
-    if checkpoints.latest_epoch(last_dir) is not None:
+    if resuming:
       restored = checkpoints.restore_checkpoint(last_dir, state, None)
       self.state, meta = restored['state'], restored['meta']
       self.epoch, self.best = int(meta['epoch']), self._best_so_far(meta)

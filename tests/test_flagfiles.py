@@ -5,6 +5,9 @@ import pathlib
 import subprocess
 import sys
 
+from dccaflax import checkpoints
+from dccaflax import config as config_lib
+
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _PARSE = r'''
@@ -50,3 +53,16 @@ def test_flagfiles_parse_into_configs():
   assert {k for k in both if both[k] != robust[k]} == data_keys
   assert all(both[k] == engravings[k] for k in data_keys)
   assert all(both[k] == robust[k] for k in both if k.startswith('aug_'))
+  # the recipe for real use: all of the robust audio recipe, three
+  # collections in two engravings, started from the shipped paper model
+  real = configs['experiments/robust.flags']
+  assert all(real[k] == robust[k] for k in robust
+             if k.startswith('aug_') and k != 'aug_sheet_scale')
+  assert real['aug_sheet_scale'] > 0 and real['renderings'] == 'all'
+  assert set(real['collections'].split(',')) == {
+      f'{c}{e}' for c in ('nottingham', 'oneills', 'airds')
+      for e in ('', ':verovio_drawn')}
+  start = checkpoints.read_config(checkpoints.resolve(real['init_from']))
+  assert config_lib.architecture(start) == config_lib.architecture(
+      config_lib.TrainConfig.from_json(real))
+

@@ -270,3 +270,31 @@ def test_resume_of_a_workdir_whose_best_was_chosen_by_another_metric(
   assert 0.5 < validation.best_metric(best['metrics']) < 1
   _set_last_meta(workdir, best=0.25, best_metric=validation.BEST_METRIC)
   assert resumed_best() == 0.25
+
+
+def test_a_run_initialised_from_a_model_starts_from_its_towers(
+    trained_workdir, synthetic_data, tmp_path):
+  """--init_from: the model's best parameters and BatchNorm statistics, with
+  a fresh step and optimizer state; another architecture is refused, naming
+  the setting, before anything is written."""
+  _, source, _, _ = checkpoints.restore_model(str(trained_workdir))
+  config = tiny_train_config(synthetic_data, init_from=str(trained_workdir),
+                             epochs=0)
+  state = training.train_and_evaluate(config, str(tmp_path / 'warm'))
+  fresh = steps.create_train_state(
+      jax.random.key(config.seed), models.from_config(config),
+      steps.make_optimizer())
+  assert int(state.step) == 0
+  jax.tree.map(np.testing.assert_array_equal,
+               (state.params, state.batch_stats, state.opt_state),
+               (source['params'], source['batch_stats'], fresh.opt_state))
+  assert not np.array_equal(jax.tree.leaves(state.params)[0],
+                            jax.tree.leaves(fresh.params)[0])
+  stored = checkpoints.read_config(str(tmp_path / 'warm'))
+  assert checkpoints.resolve(stored.init_from) == str(trained_workdir)
+  with pytest.raises(checkpoints.ArchitectureChangedError,
+                     match=r'out_dim=8.*out_dim=4'):
+    training.train_and_evaluate(
+        tiny_train_config(synthetic_data, init_from=str(trained_workdir),
+                          out_dim=4, epochs=0), str(tmp_path / 'other'))
+  assert not (tmp_path / 'other').exists()
