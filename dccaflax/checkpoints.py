@@ -354,15 +354,14 @@ def warm_start(state: Any, config: config_lib.TrainConfig) -> Any:
   if not config.init_from:
     return state
   workdir = resolve(config.init_from)
-  fixed = _architecture_changes(os.path.join(workdir, CONFIG_FILE),
-                                read_config(workdir), config,
-                                'initialising a run')
+  source, variables, _, epoch = restore_model(workdir)
+  fixed = _architecture_changes(os.path.join(workdir, CONFIG_FILE), source,
+                                config, 'initialising a run')
   if fixed:
     raise ArchitectureChangedError(
         f'--init_from={config.init_from}: {fixed}, whose weights have other '
         'shapes or were trained to see another input. Give this run its '
         'settings (drop those flags) or initialise from another model.')
-  _, variables, _, epoch = restore_model(workdir)
   logging.info('initialised from %s (epoch %d): parameters and BatchNorm '
                'statistics', workdir, epoch)
   return state.replace(params=variables['params'],

@@ -65,4 +65,3 @@ def test_flagfiles_parse_into_configs():
   start = checkpoints.read_config(checkpoints.resolve(real['init_from']))
   assert config_lib.architecture(start) == config_lib.architecture(
       config_lib.TrainConfig.from_json(real))
-
